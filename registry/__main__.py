@@ -1,0 +1,143 @@
+"""Command line: ``python -m registry serve | migrate | token create | openapi``.
+
+``serve``, ``migrate`` and ``token create`` work on the database directly (an operator on the
+server host); later HTTP commands for pipelines go through ``registry.client``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from registry.config import ConfigError, Settings
+
+DEFAULT_OPENAPI = Path("openapi/openapi.json")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        sys.exit(f"configuration error: {exc}")
+
+
+def _migrate(settings: Settings) -> None:
+    from registry.adapters.db.migrate import upgrade
+
+    if settings.is_sqlite:
+        settings.ensure_data_dir()
+    upgrade(settings.database_url)
+
+
+async def _with_container(settings: Settings, fn):  # type: ignore[no-untyped-def]
+    from registry.bootstrap import build
+
+    container = build(settings)
+    try:
+        return await fn(container)
+    finally:
+        await container.close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from registry.log import configure
+    from registry.services.tokens import ensure_bootstrap_token
+
+    settings = _settings()
+    if settings.is_sqlite and args.workers > 1:
+        print("refusing --workers > 1 on SQLite: the embedded database has one writer; "
+              "use PostgreSQL (REGISTRY_DATABASE_URL) to scale out", file=sys.stderr)
+        return 2
+    configure(settings.log_format)
+    _migrate(settings)  # before the server starts, outside its event loop
+    token = asyncio.run(_with_container(
+        settings, lambda c: ensure_bootstrap_token(c.uow, settings.bootstrap_token)))
+    if token is not None:
+        shown = "(from REGISTRY_BOOTSTRAP_TOKEN)" if settings.bootstrap_token else token
+        print(f"Admin token, shown once: {shown}", flush=True)
+    print(f"Serving the model registry on http://{args.host}:{args.port} "
+          f"({'SQLite' if settings.is_sqlite else 'PostgreSQL'}, {args.workers} worker(s))", flush=True)
+    uvicorn.run("registry.api.app:app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level="warning", access_log=False,
+                loop="uvloop" if sys.platform != "win32" else "auto", http="httptools",
+                lifespan="on", timeout_graceful_shutdown=10)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings()
+    _migrate(settings)
+    print("database is at the latest revision")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from registry.services.ports import Actor
+    from registry.services.tokens import create_token
+
+    settings = _settings()
+    _migrate(settings)
+    secret = asyncio.run(_with_container(settings, lambda c: create_token(
+        args.name, args.role, c.uow(Actor("cli", "cli")), principal=args.principal)))
+    print(secret)
+    return 0
+
+
+def openapi_document() -> dict:
+    from registry.api.app import create_app
+    from registry.bootstrap import build
+
+    settings = Settings.from_env({"REGISTRY_DATABASE_URL": "sqlite+aiosqlite:///:memory:"})
+    return create_app(build(settings)).openapi_schema.to_schema()
+
+
+def render_openapi() -> str:
+    return json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(render_openapi())
+    print(f"wrote {args.output}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m registry", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="apply migrations, then run the HTTP API")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1, help="HTTP worker processes (1 on SQLite)")
+    s.set_defaults(fn=cmd_serve)
+
+    m = sub.add_parser("migrate", help="apply pending database migrations")
+    m.set_defaults(fn=cmd_migrate)
+
+    t = sub.add_parser("token", help="API tokens")
+    tsub = t.add_subparsers(dest="token_command", required=True)
+    tc = tsub.add_parser("create", help="create a token in the database and print it once")
+    tc.add_argument("--name", default="admin")
+    tc.add_argument("--role", default="admin")
+    tc.add_argument("--principal", default=None)
+    tc.set_defaults(fn=cmd_token_create)
+
+    o = sub.add_parser("openapi", help="write the OpenAPI document")
+    o.add_argument("--output", type=Path, default=DEFAULT_OPENAPI)
+    o.set_defaults(fn=cmd_openapi)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

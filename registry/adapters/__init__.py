@@ -1,0 +1,1 @@
+"""Adapters: the database, and later artifact stores, webhook and lineage senders."""

@@ -1,0 +1,1 @@
+"""Relational storage on PostgreSQL (asyncpg) and SQLite (aiosqlite), through SQLAlchemy Core."""

@@ -1,0 +1,315 @@
+"""The repository: Core statements on one AsyncConnection, rows mapped to domain objects."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exists, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from registry.adapters.db.tables import (
+    aliases_t,
+    audit_t,
+    chains_t,
+    models_t,
+    outbox_t,
+    principals_t,
+    tokens_t,
+    versions_t,
+)
+from registry.domain.errors import AlreadyExistsError, NotFoundError
+from registry.domain.model import DatasetRef, ModelVersion, RegisteredModel
+from registry.domain.stages import Stage
+from registry.services.audit import GENESIS, model_chain
+from registry.services.ports import TokenRecord
+
+
+@dataclass(slots=True)
+class ChainHead:
+    chain: str
+    audit_seq: int
+    audit_hash: str
+    event_seq: int
+
+
+_MODEL_COLS = (models_t.c.id, models_t.c.name, models_t.c.description, models_t.c.tags,
+               models_t.c.created_at, models_t.c.updated_at, models_t.c.created_by,
+               models_t.c.last_version)
+_VERSION_COLS = (versions_t.c.id, versions_t.c.model_id, versions_t.c.version, versions_t.c.stage,
+                 versions_t.c.source, versions_t.c.run_id, versions_t.c.description,
+                 versions_t.c.tags, versions_t.c.metrics, versions_t.c.inputs,
+                 versions_t.c.created_at, versions_t.c.updated_at, versions_t.c.created_by,
+                 versions_t.c.revision, versions_t.c.left_production_seq)
+
+
+def _model(row: Any) -> RegisteredModel:
+    return RegisteredModel(id=row.id, name=row.name, description=row.description, tags=row.tags,
+                           created_at=row.created_at, updated_at=row.updated_at,
+                           created_by=row.created_by, last_version=row.last_version)
+
+
+def _version(row: Any, model_name: str) -> ModelVersion:
+    return ModelVersion(
+        id=row.id, model_id=row.model_id, model=model_name, version=row.version,
+        stage=Stage(row.stage), source=row.source, run_id=row.run_id,
+        description=row.description, tags=row.tags, metrics=row.metrics,
+        inputs=[DatasetRef(i["namespace"], i["name"], i.get("version")) for i in row.inputs],
+        created_at=row.created_at, updated_at=row.updated_at, created_by=row.created_by,
+        revision=row.revision, left_production_seq=row.left_production_seq,
+    )
+
+
+class SqlRepository:
+    """Data access for one unit of work. ``heads`` holds the chain heads this transaction has
+    locked, for the unit of work to extend at commit."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.heads: dict[str, ChainHead] = {}
+
+    # -- models -------------------------------------------------------------------------------
+
+    async def get_model(self, name: str) -> RegisteredModel | None:
+        row = (await self.conn.execute(select(*_MODEL_COLS).where(models_t.c.name == name))).first()
+        return _model(row) if row else None
+
+    async def lock_model(self, name: str) -> RegisteredModel:
+        """Lock the model's row and its chain head (SELECT ... FOR UPDATE; on SQLite the
+        transaction's BEGIN IMMEDIATE already serialises writers)."""
+        stmt = (
+            select(*_MODEL_COLS, chains_t.c.id.label("chain"), chains_t.c.audit_seq,
+                   chains_t.c.audit_hash, chains_t.c.event_seq)
+            .join(chains_t, chains_t.c.model_id == models_t.c.id)
+            .where(models_t.c.name == name)
+            .with_for_update()
+        )
+        row = (await self.conn.execute(stmt)).first()
+        if row is None:
+            raise NotFoundError(f"model {name!r} does not exist")
+        self.heads[row.chain] = ChainHead(row.chain, row.audit_seq, row.audit_hash, row.event_seq)
+        return _model(row)
+
+    async def lock_chain(self, chain: str) -> ChainHead:
+        stmt = select(chains_t.c.audit_seq, chains_t.c.audit_hash, chains_t.c.event_seq).where(
+            chains_t.c.id == chain).with_for_update()
+        row = (await self.conn.execute(stmt)).first()
+        if row is None:
+            raise NotFoundError(f"audit chain {chain!r} does not exist")
+        head = self.heads[chain] = ChainHead(chain, row.audit_seq, row.audit_hash, row.event_seq)
+        return head
+
+    async def add_model(self, name: str, description: str, tags: dict[str, str], actor: str,
+                        now: datetime) -> RegisteredModel:
+        try:
+            model_id = (await self.conn.execute(
+                insert(models_t).values(name=name, description=description, tags=tags,
+                                        last_version=0, created_at=now, updated_at=now,
+                                        created_by=actor).returning(models_t.c.id)
+            )).scalar_one()
+        except IntegrityError:
+            raise AlreadyExistsError(f"model {name!r} already exists") from None
+        chain = model_chain(model_id)
+        await self.conn.execute(insert(chains_t).values(
+            id=chain, model_id=model_id, model_name=name, audit_seq=0, audit_hash=GENESIS,
+            event_seq=0, created_at=now))
+        self.heads[chain] = ChainHead(chain, 0, GENESIS, 0)
+        return RegisteredModel(model_id, name, description, tags, now, now, actor, 0)
+
+    async def update_model(self, model: RegisteredModel) -> None:
+        await self.conn.execute(update(models_t).where(models_t.c.id == model.id).values(
+            description=model.description, tags=model.tags, updated_at=model.updated_at))
+
+    async def delete_model(self, model: RegisteredModel) -> None:
+        # Versions and aliases go by ON DELETE CASCADE; the chain row and audit entries stay.
+        await self.conn.execute(update(chains_t).where(chains_t.c.model_id == model.id)
+                                .values(model_id=None))
+        await self.conn.execute(models_t.delete().where(models_t.c.id == model.id))
+
+    async def list_models(self, name_prefix: str | None, after: str | None,
+                          limit: int) -> list[RegisteredModel]:
+        stmt = select(*_MODEL_COLS).order_by(models_t.c.name).limit(limit)
+        if name_prefix:
+            stmt = stmt.where(models_t.c.name.startswith(name_prefix, autoescape=True))
+        if after is not None:
+            stmt = stmt.where(models_t.c.name > after)
+        return [_model(r) for r in await self.conn.execute(stmt)]
+
+    # -- versions -----------------------------------------------------------------------------
+
+    async def allocate_version(self, model: RegisteredModel) -> int:
+        stmt = (update(models_t).where(models_t.c.id == model.id)
+                .values(last_version=models_t.c.last_version + 1)
+                .returning(models_t.c.last_version))
+        model.last_version = (await self.conn.execute(stmt)).scalar_one()
+        return model.last_version
+
+    async def add_version(self, v: ModelVersion) -> None:
+        v.id = (await self.conn.execute(insert(versions_t).values(
+            model_id=v.model_id, version=v.version, stage=v.stage.value, source=v.source,
+            run_id=v.run_id, description=v.description, tags=v.tags, metrics=v.metrics,
+            inputs=[i.to_dict() for i in v.inputs], revision=v.revision,
+            left_production_seq=v.left_production_seq, created_at=v.created_at,
+            updated_at=v.updated_at, created_by=v.created_by,
+        ).returning(versions_t.c.id))).scalar_one()
+
+    async def get_version(self, model: RegisteredModel, number: int) -> ModelVersion | None:
+        stmt = select(*_VERSION_COLS).where(versions_t.c.model_id == model.id,
+                                            versions_t.c.version == number)
+        row = (await self.conn.execute(stmt)).first()
+        return _version(row, model.name) if row else None
+
+    async def get_version_and_production(
+        self, model: RegisteredModel, number: int
+    ) -> tuple[ModelVersion | None, ModelVersion | None]:
+        """The version and the current production version, in one query."""
+        stmt = select(*_VERSION_COLS).where(
+            versions_t.c.model_id == model.id,
+            or_(versions_t.c.version == number, versions_t.c.stage == Stage.PRODUCTION.value),
+        )
+        target = production = None
+        for row in await self.conn.execute(stmt):
+            v = _version(row, model.name)
+            if v.version == number:
+                target = v
+            if v.stage is Stage.PRODUCTION:
+                production = v if v.version != number else _version(row, model.name)
+        return target, production
+
+    async def save_version(self, v: ModelVersion) -> None:
+        await self.conn.execute(update(versions_t).where(
+            versions_t.c.model_id == v.model_id, versions_t.c.version == v.version,
+        ).values(stage=v.stage.value, description=v.description, tags=v.tags, metrics=v.metrics,
+                 revision=v.revision, left_production_seq=v.left_production_seq,
+                 updated_at=v.updated_at))
+
+    async def list_versions(self, model: RegisteredModel, stage: Stage | None, run_id: str | None,
+                            tags: Sequence[tuple[str, str]], after: int,
+                            limit: int) -> list[ModelVersion]:
+        stmt = (select(*_VERSION_COLS)
+                .where(versions_t.c.model_id == model.id, versions_t.c.version > after)
+                .order_by(versions_t.c.version).limit(limit))
+        if stage is not None:
+            stmt = stmt.where(versions_t.c.stage == stage.value)
+        if run_id is not None:
+            stmt = stmt.where(versions_t.c.run_id == run_id)
+        for key, value in tags:
+            stmt = stmt.where(versions_t.c.tags[key].as_string() == value)
+        return [_version(r, model.name) for r in await self.conn.execute(stmt)]
+
+    async def versions_in_stage(self, model: RegisteredModel, stage: Stage) -> list[ModelVersion]:
+        stmt = (select(*_VERSION_COLS)
+                .where(versions_t.c.model_id == model.id, versions_t.c.stage == stage.value)
+                .order_by(versions_t.c.version))
+        return [_version(r, model.name) for r in await self.conn.execute(stmt)]
+
+    async def rollback_candidate(self, model: RegisteredModel) -> int | None:
+        stmt = (select(versions_t.c.version)
+                .where(versions_t.c.model_id == model.id,
+                       versions_t.c.stage == Stage.ARCHIVED.value,
+                       versions_t.c.left_production_seq.is_not(None))
+                .order_by(versions_t.c.left_production_seq.desc()).limit(1))
+        return (await self.conn.execute(stmt)).scalar_one_or_none()
+
+    # -- aliases ------------------------------------------------------------------------------
+
+    async def get_alias(self, model: RegisteredModel, alias: str) -> int | None:
+        stmt = select(aliases_t.c.version).where(aliases_t.c.model_id == model.id,
+                                                 aliases_t.c.alias == alias)
+        return (await self.conn.execute(stmt)).scalar_one_or_none()
+
+    async def set_alias(self, model: RegisteredModel, alias: str, version: int) -> None:
+        # The model row is locked, so update-or-insert cannot race with another writer.
+        result = await self.conn.execute(update(aliases_t).where(
+            aliases_t.c.model_id == model.id, aliases_t.c.alias == alias).values(version=version))
+        if result.rowcount == 0:
+            await self.conn.execute(insert(aliases_t).values(model_id=model.id, alias=alias,
+                                                             version=version))
+
+    async def delete_alias(self, model: RegisteredModel, alias: str) -> None:
+        await self.conn.execute(aliases_t.delete().where(aliases_t.c.model_id == model.id,
+                                                         aliases_t.c.alias == alias))
+
+    # -- audit and events -----------------------------------------------------------------------
+
+    async def stage_history(self, model: RegisteredModel, version: int) -> list[dict[str, Any]]:
+        stmt = (select(audit_t.c.canonical)
+                .where(audit_t.c.chain == model_chain(model.id), audit_t.c.version == version,
+                       audit_t.c.action == "model_version.stage_changed")
+                .order_by(audit_t.c.seq))
+        history = []
+        for (text,) in await self.conn.execute(stmt):
+            entry = json.loads(text)
+            history.append({
+                "from_stage": entry["before"]["stage"], "to_stage": entry["after"]["stage"],
+                "trigger": entry["after"]["trigger"], "comment": entry["after"].get("comment"),
+                "actor": entry["actor"], "at": entry["at"], "request_id": entry["request_id"],
+                "audit_seq": entry["seq"],
+            })
+        return history
+
+    async def chain_for_model_name(self, name: str) -> str | None:
+        """The chain of the model now holding ``name``, or of the last one that held it."""
+        stmt = (select(chains_t.c.id).where(chains_t.c.model_name == name)
+                .order_by(chains_t.c.created_at.desc(), chains_t.c.id.desc()).limit(1))
+        return (await self.conn.execute(stmt)).scalar_one_or_none()
+
+    async def audit_entries(self, chain: str | None, after: int, limit: int) -> list[dict[str, Any]]:
+        stmt = (select(audit_t.c.id, audit_t.c.canonical, audit_t.c.hash)
+                .where(audit_t.c.id > after).order_by(audit_t.c.id).limit(limit))
+        if chain is not None:
+            stmt = stmt.where(audit_t.c.chain == chain)
+        return [{"id": r.id, **json.loads(r.canonical), "hash": r.hash}
+                for r in await self.conn.execute(stmt)]
+
+    async def audit_chains(self) -> list[str]:
+        return list((await self.conn.execute(select(chains_t.c.id).order_by(chains_t.c.id))).scalars())
+
+    async def audit_chain_rows(self, chain: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        stmt = (select(audit_t.c.chain, audit_t.c.seq, audit_t.c.actor, audit_t.c.action,
+                       audit_t.c.version, audit_t.c.canonical, audit_t.c.prev_hash, audit_t.c.hash)
+                .where(audit_t.c.chain == chain, audit_t.c.seq > after_seq)
+                .order_by(audit_t.c.seq).limit(limit))
+        return [r._asdict() for r in await self.conn.execute(stmt)]
+
+    async def events(self, chain: str, after: int, limit: int) -> list[dict[str, Any]]:
+        stmt = (select(outbox_t.c.event_id, outbox_t.c.type, outbox_t.c.model, outbox_t.c.sequence,
+                       outbox_t.c.version, outbox_t.c.actor, outbox_t.c.request_id, outbox_t.c.at,
+                       outbox_t.c.data)
+                .where(outbox_t.c.chain == chain, outbox_t.c.sequence > after)
+                .order_by(outbox_t.c.sequence).limit(limit))
+        return [{"id": r.event_id, "type": r.type, "model": r.model, "sequence": r.sequence,
+                 "version": r.version, "actor": r.actor, "request_id": r.request_id, "at": r.at,
+                 "data": r.data} for r in await self.conn.execute(stmt)]
+
+    # -- tokens -------------------------------------------------------------------------------
+
+    async def any_token(self) -> bool:
+        return bool((await self.conn.execute(select(exists().select_from(tokens_t)))).scalar())
+
+    async def add_token(self, name: str, principal: str, role: str, secret_hash: str, prefix: str,
+                        now: datetime) -> int:
+        principal_id = (await self.conn.execute(
+            select(principals_t.c.id).where(principals_t.c.name == principal))).scalar_one_or_none()
+        if principal_id is None:
+            principal_id = (await self.conn.execute(insert(principals_t).values(
+                name=principal, created_at=now).returning(principals_t.c.id))).scalar_one()
+        return (await self.conn.execute(insert(tokens_t).values(
+            principal_id=principal_id, name=name, prefix=prefix, secret_hash=secret_hash,
+            role=role, created_at=now).returning(tokens_t.c.id))).scalar_one()
+
+    async def token_by_hash(self, secret_hash: str) -> TokenRecord | None:
+        stmt = (select(tokens_t.c.id, tokens_t.c.name, principals_t.c.name.label("principal"),
+                       tokens_t.c.role, tokens_t.c.expires_at, tokens_t.c.revoked_at)
+                .join(principals_t, principals_t.c.id == tokens_t.c.principal_id)
+                .where(tokens_t.c.secret_hash == secret_hash))
+        row = (await self.conn.execute(stmt)).first()
+        return TokenRecord(row.id, row.name, row.principal, row.role, row.expires_at,
+                           row.revoked_at) if row else None
+
+    async def count(self, table: Any) -> int:
+        return (await self.conn.execute(select(func.count()).select_from(table))).scalar_one()

@@ -1,0 +1,224 @@
+"""The schema, declared with SQLModel; Alembic reads ``metadata`` from here.
+
+Queries never go through an ORM session: the repository uses Core statements on these tables
+(``Row.__table__``), which costs a fraction of the CPU of session flushes on the hot paths.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+metadata = SQLModel.metadata
+metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# 64-bit keys on PostgreSQL; SQLite autoincrements only an INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored and returned as UTC on both backends (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _id() -> Any:
+    return Field(default=None, sa_column=Column(Id, primary_key=True, autoincrement=True))
+
+
+def _ts(nullable: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime, nullable=nullable))
+
+
+class ModelRow(SQLModel, table=True):
+    __tablename__ = "registered_models"
+
+    id: int | None = _id()
+    name: str = Field(sa_column=Column(String(256), nullable=False, unique=True))
+    description: str = Field(sa_column=Column(Text, nullable=False, server_default=""))
+    tags: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
+    # Counter from which version numbers are allocated: never reused, even after a failure.
+    last_version: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    created_by: str = Field(sa_column=Column(String(256), nullable=False))
+
+
+class ChainRow(SQLModel, table=True):
+    """Head of one audit chain ("model:<id>" or "system") and its event sequence counter.
+
+    Writers lock this row, so concurrent writers never fork a chain. It outlives its model, so a
+    deleted model keeps its audit and events, and a re-created name starts a new chain.
+    """
+
+    __tablename__ = "audit_chains"
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    model_id: int | None = Field(default=None, sa_column=Column(Id, nullable=True, unique=True))
+    model_name: str | None = Field(default=None, sa_column=Column(String(256), nullable=True, index=True))
+    audit_seq: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    audit_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    event_seq: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    created_at: datetime = _ts()
+
+
+class VersionRow(SQLModel, table=True):
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version", name="uq_model_versions_model_id_version"),
+        Index("ix_model_versions_model_id_stage", "model_id", "stage"),
+        # At most one production version per model, enforced by the database on both backends.
+        Index(
+            "uq_model_versions_one_production",
+            "model_id",
+            unique=True,
+            postgresql_where=text("stage = 'production'"),
+            sqlite_where=text("stage = 'production'"),
+        ),
+        Index("ix_model_versions_model_id_run_id", "model_id", "run_id"),
+    )
+
+    id: int | None = _id()
+    model_id: int = Field(
+        sa_column=Column(Id, ForeignKey("registered_models.id", ondelete="CASCADE"), nullable=False)
+    )
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    stage: str = Field(sa_column=Column(String(16), nullable=False))
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    run_id: str | None = Field(default=None, sa_column=Column(String(256), nullable=True))
+    description: str = Field(sa_column=Column(Text, nullable=False, server_default=""))
+    tags: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
+    metrics: dict[str, float] = Field(sa_column=Column(JSON, nullable=False))
+    inputs: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    revision: int = Field(sa_column=Column(Integer, nullable=False, server_default="1"))
+    left_production_seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    created_by: str = Field(sa_column=Column(String(256), nullable=False))
+
+
+class AliasRow(SQLModel, table=True):
+    __tablename__ = "model_aliases"
+
+    model_id: int = Field(
+        sa_column=Column(Id, ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True)
+    )
+    alias: str = Field(sa_column=Column(String(255), primary_key=True))
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+
+
+class AuditRow(SQLModel, table=True):
+    """One audit entry. ``canonical`` is the exact RFC 8785 text that was hashed; the other
+    columns repeat parts of it for filtering and are checked against it by verify."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        UniqueConstraint("chain", "seq", name="uq_audit_log_chain_seq"),
+        Index("ix_audit_log_chain_version", "chain", "version"),
+    )
+
+    id: int | None = _id()
+    chain: str = Field(sa_column=Column(String(64), nullable=False))
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    at: datetime = _ts()
+    actor: str = Field(sa_column=Column(String(256), nullable=False))
+    request_id: str = Field(sa_column=Column(String(128), nullable=False))
+    action: str = Field(sa_column=Column(String(64), nullable=False))
+    model: str | None = Field(default=None, sa_column=Column(String(256), nullable=True))
+    version: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    canonical: str = Field(sa_column=Column(Text, nullable=False))
+    prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    hash: str = Field(sa_column=Column(String(64), nullable=False))
+
+
+class OutboxRow(SQLModel, table=True):
+    """An event, written in the transaction of the change it announces; ``id`` is its global
+    position for the relay, ``sequence`` its gap-free position within its model's chain."""
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (UniqueConstraint("chain", "sequence", name="uq_outbox_events_chain_sequence"),)
+
+    id: int | None = _id()
+    event_id: str = Field(sa_column=Column(String(36), nullable=False, unique=True))
+    chain: str = Field(sa_column=Column(String(64), nullable=False))
+    sequence: int = Field(sa_column=Column(BigInteger, nullable=False))
+    type: str = Field(sa_column=Column(String(64), nullable=False))
+    model: str = Field(sa_column=Column(String(256), nullable=False))
+    version: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    actor: str = Field(sa_column=Column(String(256), nullable=False))
+    request_id: str = Field(sa_column=Column(String(128), nullable=False))
+    at: datetime = _ts()
+    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    relayed_at: datetime | None = _ts(nullable=True)
+
+
+class PrincipalRow(SQLModel, table=True):
+    """A person or service that holds tokens; approvals compare principals, not tokens."""
+
+    __tablename__ = "principals"
+
+    id: int | None = _id()
+    name: str = Field(sa_column=Column(String(256), nullable=False, unique=True))
+    created_at: datetime = _ts()
+
+
+class TokenRow(SQLModel, table=True):
+    __tablename__ = "api_tokens"
+
+    id: int | None = _id()
+    principal_id: int = Field(sa_column=Column(Id, ForeignKey("principals.id"), nullable=False))
+    name: str = Field(sa_column=Column(String(128), nullable=False))
+    prefix: str = Field(sa_column=Column(String(16), nullable=False))
+    secret_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    role: str = Field(sa_column=Column(String(16), nullable=False))
+    # Model-name patterns the token may see (issue 3); NULL means all models.
+    models: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = _ts()
+    expires_at: datetime | None = _ts(nullable=True)
+    revoked_at: datetime | None = _ts(nullable=True)
+    last_used_at: datetime | None = _ts(nullable=True)
+
+
+models_t = ModelRow.__table__
+chains_t = ChainRow.__table__
+versions_t = VersionRow.__table__
+aliases_t = AliasRow.__table__
+audit_t = AuditRow.__table__
+outbox_t = OutboxRow.__table__
+principals_t = PrincipalRow.__table__
+tokens_t = TokenRow.__table__

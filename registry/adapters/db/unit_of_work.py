@@ -1,0 +1,179 @@
+"""The unit of work: the one place that commits.
+
+``commit`` turns the changes the services recorded into hash-chained audit entries and outbox
+events, writes them beside the state change, advances the chain heads and commits, all in one
+transaction. Leaving the block without ``commit`` rolls back. Database failures leave here as
+domain errors: a constraint violation is a 409, an unreachable database a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from registry.adapters.db.repository import SqlRepository
+from registry.adapters.db.tables import audit_t, chains_t, outbox_t
+from registry.domain.errors import ConflictError, RegistryError, UnavailableError
+from registry.domain.events import Change, SystemChange
+from registry.domain.model import RegisteredModel
+from registry.services.audit import SYSTEM_CHAIN, canonical, chain_hash, model_chain
+from registry.services.ports import Actor
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class SqlUnitOfWork:
+    def __init__(self, engine: AsyncEngine, read_engine: AsyncEngine, actor: Actor, *, write: bool,
+                 clock: Clock = utcnow, write_lock: asyncio.Lock | None = None) -> None:
+        self.actor = actor
+        self._engine = engine if write else read_engine
+        self._write = write
+        self._clock = clock
+        self._write_lock = write_lock if write else None
+        self._conn: AsyncConnection | None = None
+        self._now: datetime | None = None
+        self._pending: dict[str, list[tuple[int | None, Change | SystemChange]]] = defaultdict(list)
+        self.repo: SqlRepository
+
+    async def __aenter__(self) -> SqlUnitOfWork:
+        if self._write_lock is not None:
+            await self._write_lock.acquire()
+        try:
+            self._conn = await self._engine.connect()
+            if self._write:
+                await self._conn.begin()
+        except BaseException as exc:
+            if self._conn is not None:
+                await self._conn.close()
+            if self._write_lock is not None:
+                self._write_lock.release()
+            if isinstance(exc, (OSError, DBAPIError)):
+                raise UnavailableError("the database is unreachable") from exc
+            raise
+        self.repo = SqlRepository(self._conn)
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            if self._conn is not None:
+                await self._conn.close()  # rolls back whatever did not commit
+        finally:
+            self._conn = None
+            if self._write_lock is not None:
+                self._write_lock.release()
+        if exc is not None and not isinstance(exc, RegistryError):
+            translated = translate_db_error(exc)
+            if translated is not None:
+                raise translated from exc
+
+    def now(self) -> datetime:
+        """One timestamp per unit of work, taken at first use (after the chain lock)."""
+        if self._now is None:
+            self._now = self._clock()
+        return self._now
+
+    def record(self, model: RegisteredModel | int, change: Change) -> None:
+        model_id = model if isinstance(model, int) else model.id
+        self._pending[model_chain(model_id)].append((model_id, change))
+
+    def record_system(self, change: SystemChange) -> None:
+        self._pending[SYSTEM_CHAIN].append((None, change))
+
+    def next_sequence(self, model: RegisteredModel) -> int:
+        chain = model_chain(model.id)
+        return self.repo.heads[chain].event_seq + len(self._pending.get(chain, ())) + 1
+
+    async def commit(self) -> None:
+        assert self._conn is not None, "commit outside the unit of work"
+        at = self.now()
+        at_text = rfc3339(at)
+        audit_rows: list[dict[str, Any]] = []
+        event_rows: list[dict[str, Any]] = []
+        heads = []
+        for chain, changes in self._pending.items():
+            head = self.repo.heads.get(chain) or await self.repo.lock_chain(chain)
+            for model_id, change in changes:
+                head.audit_seq += 1
+                action = change.action if isinstance(change, SystemChange) else change.type
+                model = None if isinstance(change, SystemChange) else change.model
+                version = None if isinstance(change, SystemChange) else change.version
+                entry = {
+                    "seq": head.audit_seq, "chain": chain, "at": at_text, "actor": self.actor.name,
+                    "request_id": self.actor.request_id, "action": action, "model": model,
+                    "version": version, "before": change.before, "after": change.after,
+                    "prev_hash": head.audit_hash,
+                }
+                text = canonical(entry)
+                digest = chain_hash(head.audit_hash, text)
+                audit_rows.append({
+                    "chain": chain, "seq": head.audit_seq, "at": at, "actor": self.actor.name,
+                    "request_id": self.actor.request_id, "action": action, "model": model,
+                    "version": version, "canonical": text, "prev_hash": head.audit_hash,
+                    "hash": digest,
+                })
+                head.audit_hash = digest
+                if isinstance(change, Change):
+                    head.event_seq += 1
+                    event_rows.append({
+                        "event_id": str(uuid.uuid4()), "chain": chain, "sequence": head.event_seq,
+                        "type": change.type, "model": change.model, "version": change.version,
+                        "actor": self.actor.name, "request_id": self.actor.request_id, "at": at,
+                        "data": change.event_data(),
+                    })
+            heads.append(head)
+        if audit_rows:
+            await self._conn.execute(insert(audit_t), audit_rows)
+        if event_rows:
+            await self._conn.execute(insert(outbox_t), event_rows)
+        for head in heads:
+            await self._conn.execute(update(chains_t).where(chains_t.c.id == head.chain).values(
+                audit_seq=head.audit_seq, audit_hash=head.audit_hash, event_seq=head.event_seq))
+        await self._conn.commit()
+        self._pending.clear()
+
+
+def translate_db_error(exc: BaseException) -> RegistryError | None:
+    """A database failure as the domain error a client can act on; None if it is a bug."""
+    if isinstance(exc, IntegrityError):
+        return ConflictError("the change conflicts with the current state of the registry; retry")
+    if isinstance(exc, (OperationalError, InterfaceError, OSError, ConnectionError)):
+        if isinstance(exc, OperationalError) and "locked" in str(exc):
+            return UnavailableError("the database is busy; retry")
+        return UnavailableError("the database is unreachable")
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return UnavailableError("the database connection was lost")
+    return None
+
+
+class SqlUnitOfWorkFactory:
+    """Makes units of work; on SQLite (one process) writers also queue on an asyncio lock, so
+    they wait in the event loop instead of spinning on SQLite's busy timeout."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow) -> None:
+        self.engine = engine
+        self.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._clock = clock
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._lock: asyncio.Lock | None = None
+
+    def __call__(self, actor: Actor, *, write: bool = True) -> SqlUnitOfWork:
+        if self._sqlite and write and self._lock is None:
+            self._lock = asyncio.Lock()
+        return SqlUnitOfWork(self.engine, self.read_engine, actor, write=write, clock=self._clock,
+                             write_lock=self._lock)

@@ -1,0 +1,1 @@
+"""Controllers: parse, call one service, shape the answer. No SQL, no transactions."""

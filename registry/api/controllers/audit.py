@@ -1,0 +1,45 @@
+"""The audit log and the event feed."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get
+from litestar.params import QueryParameter
+
+from registry.api.deps import reader
+from registry.api.errors import problem_responses
+from registry.api.schemas import AuditEntry, AuditList, AuditVerification, Event, EventList
+from registry.services import audit
+
+ModelQuery = Annotated[str | None, QueryParameter(min_length=1, max_length=256, description="model name")]
+
+
+class AuditController(Controller):
+    path = "/"
+    tags = ["audit"]
+
+    @get("/audit", operation_id="listAudit", responses=problem_responses(400, 404))
+    async def list_audit(self, request: Request[Any, Any, Any], model: ModelQuery = None,
+                   limit: Annotated[int | None, QueryParameter(ge=1, le=1000)] = None,
+                   cursor: Annotated[str | None, QueryParameter(max_length=2048)] = None) -> AuditList:
+        """Audit entries of one model's chain, or of every chain, in chain order."""
+        result = await audit.list_audit(model, cursor, limit, reader(request))
+        return AuditList([AuditEntry(**r) for r in result.items], result.next_cursor)
+
+    @get("/audit/verify", operation_id="verifyAudit", responses=problem_responses(400, 404))
+    async def verify_audit(self, request: Request[Any, Any, Any], model: ModelQuery = None) -> AuditVerification:
+        """Recompute the chain(s) from the stored canonical text; `first_bad_seq` is the first
+        entry that does not hash, link or number correctly."""
+        v = await audit.verify_audit(model, reader(request))
+        return AuditVerification(v.ok, v.checked, v.first_bad_seq, v.first_bad_chain)
+
+    @get("/events", operation_id="listEvents", responses=problem_responses(400, 404))
+    async def list_events(self, request: Request[Any, Any, Any],
+                     model: Annotated[str, QueryParameter(min_length=1, max_length=256)],
+                     after: Annotated[int | None, QueryParameter(ge=0, le=2**62, description="a sequence")] = None,
+                     limit: Annotated[int | None, QueryParameter(ge=1, le=1000)] = None) -> EventList:
+        """One model's outbox events in `sequence` order (gap-free). Pass `next_cursor` as
+        `after` to read on."""
+        result = await audit.list_events(model, after, limit, reader(request))
+        return EventList([Event(**e) for e in result.items], result.next_cursor)

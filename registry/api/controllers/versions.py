@@ -1,0 +1,148 @@
+"""Model versions, their stage transitions, stage membership and aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.datastructures import ResponseHeader
+from litestar.params import HeaderParameter, PathParameter, QueryParameter
+
+from registry.api.deps import AliasPath, ModelPath, VersionPath, given, reader, writer
+from registry.api.errors import problem_responses
+from registry.api.schemas import (
+    AliasResponse,
+    ModelVersionList,
+    ModelVersionResponse,
+    RegisterVersionRequest,
+    SetAliasRequest,
+    StageChangeRecord,
+    StageHistory,
+    StageMembers,
+    TransitionBody,
+    TransitionRequest,
+    TransitionResponse,
+    UpdateVersionRequest,
+)
+from registry.services import aliases, transitions, versions
+from registry.services.commands import (
+    DeleteAlias,
+    RegisterModelVersion,
+    SetAlias,
+    TransitionModelVersion,
+    UpdateModelVersion,
+)
+
+IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", max_length=1024,
+                                                description="an ETag of the version; 412 when stale")]
+ETAG_HEADER = [ResponseHeader(name="ETag", description="strong entity tag of the version",
+                              documentation_only=True)]
+
+
+def with_etag(body: Any, etag: str, status: int = 200) -> Response[Any]:
+    return Response(body, status_code=status, headers={"ETag": etag})
+
+
+class VersionController(Controller):
+    path = "/models/{name:str}"
+    tags = ["versions"]
+
+    @post("/versions", operation_id="registerModelVersion", response_headers=ETAG_HEADER,
+          responses=problem_responses(400, 404))
+    async def register_version(self, request: Request[Any, Any, Any], name: ModelPath,
+                       data: RegisterVersionRequest) -> Response[ModelVersionResponse]:
+        """Register the next version (numbers come from the model's counter) in stage `none`."""
+        cmd = RegisterModelVersion(
+            name, data.source, data.run_id, data.description, data.tags, data.metrics,
+            [{"namespace": i.namespace, "name": i.name, "version": i.version} for i in data.inputs],
+        )
+        version = await versions.register_model_version(cmd, writer(request))
+        return with_etag(ModelVersionResponse.of(version), version.etag, 201)
+
+    @get("/versions", operation_id="listModelVersions", responses=problem_responses(400, 404))
+    async def list(
+        self, request: Request[Any, Any, Any], name: ModelPath,
+        stage: Annotated[str | None, QueryParameter(pattern="^(none|staging|production|archived)$")] = None,
+        run_id: Annotated[str | None, QueryParameter(max_length=256)] = None,
+        tag: Annotated[list[str] | None, QueryParameter(description="key:value, repeatable")] = None,
+        limit: Annotated[int | None, QueryParameter(ge=1, le=1000)] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=2048)] = None,
+    ) -> ModelVersionList:
+        """Versions ordered by number, filtered by stage, run and tags."""
+        result = await versions.list_model_versions(name, stage, run_id, tag or [], cursor, limit,
+                                                    reader(request))
+        return ModelVersionList([ModelVersionResponse.of(v) for v in result.items], result.next_cursor)
+
+    @get("/versions/{version:int}", operation_id="getModelVersion", response_headers=ETAG_HEADER,
+         responses=problem_responses(400, 404))
+    async def get_version(self, request: Request[Any, Any, Any], name: ModelPath,
+                  version: VersionPath) -> Response[ModelVersionResponse]:
+        """One version, with its ETag."""
+        v = await versions.get_model_version(name, version, reader(request))
+        return with_etag(ModelVersionResponse.of(v), v.etag)
+
+    @patch("/versions/{version:int}", operation_id="updateModelVersion", response_headers=ETAG_HEADER,
+           responses=problem_responses(400, 404, 409, 412))
+    async def update_version(self, request: Request[Any, Any, Any], name: ModelPath, version: VersionPath,
+                     data: UpdateVersionRequest, if_match: IfMatch = None) -> Response[ModelVersionResponse]:
+        """JSON merge patch of description and tags; metrics only while the stage is `none`
+        (409 `conflict` otherwise)."""
+        cmd = UpdateModelVersion(name, version, given(data.description), given(data.tags),
+                                 given(data.metrics), if_match)
+        v = await versions.update_model_version(cmd, writer(request))
+        return with_etag(ModelVersionResponse.of(v), v.etag)
+
+    @post("/versions/{version:int}/transitions", operation_id="transitionModelVersion",
+          status_code=200, response_headers=ETAG_HEADER,
+          responses=problem_responses(400, 404, 409, 412, 422))
+    async def transition_version(self, request: Request[Any, Any, Any], name: ModelPath, version: VersionPath,
+                         data: TransitionRequest, if_match: IfMatch = None) -> Response[TransitionResponse]:
+        """Move the version to `to_stage`. 409 `invalid_transition` (with `allowed`) when the
+        stage table has no such edge; 422 `gate_failed` (with every gate's result); 412 when
+        If-Match, `expected_stage` or `expected_production_version` is stale. Promoting to
+        production archives the incumbent in the same transaction (listed in `archived`)."""
+        cmd = TransitionModelVersion(name, version, data.to_stage, data.comment, data.expected_stage,
+                                     given(data.expected_production_version), if_match)
+        result = await transitions.transition_model_version(cmd, writer(request))
+        t = result.transition
+        body = TransitionResponse(
+            ModelVersionResponse.of(result.version),
+            TransitionBody(t.from_stage.value, t.to_stage.value, t.trigger.value, t.actor, t.at,
+                           t.comment, t.archived),
+        )
+        return with_etag(body, result.version.etag)
+
+    @get("/versions/{version:int}/transitions", operation_id="getStageHistory",
+         responses=problem_responses(400, 404))
+    async def stage_history(self, request: Request[Any, Any, Any], name: ModelPath,
+                      version: VersionPath) -> StageHistory:
+        """The version's stage changes, oldest first (from the audit log)."""
+        rows = await transitions.stage_history(name, version, reader(request))
+        return StageHistory([StageChangeRecord(**r) for r in rows])
+
+    @get("/stages/{stage:str}", operation_id="getVersionsInStage", responses=problem_responses(400, 404))
+    async def versions_in_stage(self, request: Request[Any, Any, Any], name: ModelPath,
+                    stage: Annotated[str, PathParameter(pattern="^(none|staging|production|archived)$")]
+                    ) -> StageMembers:
+        """Versions now in the stage (production: zero or one)."""
+        members = await versions.versions_in_stage(name, stage, reader(request))
+        return StageMembers([ModelVersionResponse.of(v) for v in members])
+
+    @put("/aliases/{alias:str}", operation_id="setAlias", responses=problem_responses(400, 404))
+    async def set_alias(self, request: Request[Any, Any, Any], name: ModelPath, alias: AliasPath,
+                        data: SetAliasRequest) -> AliasResponse:
+        """Point the alias at a version (creating or moving it)."""
+        v = await aliases.set_alias(SetAlias(name, alias, data.version), writer(request))
+        return AliasResponse(name, alias, v.version, ModelVersionResponse.of(v))
+
+    @get("/aliases/{alias:str}", operation_id="getAlias", responses=problem_responses(400, 404))
+    async def get_alias(self, request: Request[Any, Any, Any], name: ModelPath,
+                        alias: AliasPath) -> AliasResponse:
+        """The version the alias points at."""
+        v = await aliases.get_alias(name, alias, reader(request))
+        return AliasResponse(name, alias, v.version, ModelVersionResponse.of(v))
+
+    @delete("/aliases/{alias:str}", operation_id="deleteAlias", responses=problem_responses(400, 404))
+    async def delete_alias(self, request: Request[Any, Any, Any], name: ModelPath, alias: AliasPath) -> None:
+        """Remove the alias."""
+        await aliases.delete_alias(DeleteAlias(name, alias), writer(request))

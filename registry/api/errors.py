@@ -1,0 +1,91 @@
+"""Every error becomes one RFC 9457 problem response, here and nowhere else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotAuthorizedException,
+    NotFoundException,
+    ValidationException,
+)
+from litestar.openapi.datastructures import ResponseSpec
+
+from registry.api.schemas import Problem
+from registry.domain import errors as e
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_BASE = "https://model-registry.dev/problems/"
+log = structlog.get_logger("registry.api")
+
+_DESCRIPTIONS = {
+    400: "validation_error: the request is malformed or a value is out of range",
+    401: "unauthenticated: no valid bearer token",
+    403: "forbidden: the token may not do this",
+    404: "not_found: the model, version or alias does not exist",
+    409: "already_exists, invalid_transition (with `allowed`) or conflict",
+    412: "precondition_failed: If-Match or an expected_* field is stale",
+    422: "gate_failed (with `results` and `failed`)",
+    503: "unavailable: the database cannot be reached",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI declarations of the problem responses an operation can give."""
+    return {
+        status: ResponseSpec(data_container=Problem, media_type=PROBLEM_MEDIA_TYPE,
+                             description=_DESCRIPTIONS[status])
+        for status in (*statuses, 401, 503)
+    }
+
+
+def problem(status: int, code: str, title: str, detail: str, request: Request | None = None,
+            headers: dict[str, str] | None = None, **extensions: Any) -> Response[Problem]:
+    body = Problem(type=TYPE_BASE + code, title=title, status=status, detail=detail, code=code,
+                   instance=request.url.path if request is not None else None, **extensions)
+    return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def registry_error_handler(request: Request, exc: e.RegistryError) -> Response[Problem]:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return problem(exc.status, exc.code, exc.title, exc.detail, request, headers, **exc.extensions())
+
+
+def validation_handler(request: Request, exc: ValidationException) -> Response[Problem]:
+    errors = exc.extra if isinstance(exc.extra, list) else None
+    detail = "; ".join(f"{err.get('key') or 'body'}: {err.get('message')}" for err in errors or []
+                       if isinstance(err, dict)) or str(exc.detail)
+    return problem(400, "validation_error", "Invalid request", detail, request, errors=errors)
+
+
+def http_error_handler(request: Request, exc: HTTPException) -> Response[Problem]:
+    if isinstance(exc, NotFoundException):
+        return problem(404, "not_found", "Not found", "no such resource", request)
+    if isinstance(exc, NotAuthorizedException):
+        return problem(401, "unauthenticated", "Authentication required", str(exc.detail), request,
+                       {"WWW-Authenticate": "Bearer"})
+    if isinstance(exc, MethodNotAllowedException):
+        return problem(405, "method_not_allowed", "Method not allowed", str(exc.detail), request,
+                       exc.headers)
+    if exc.status_code >= 500:
+        return internal_error_handler(request, exc)
+    code = "validation_error" if exc.status_code == 400 else "http_error"
+    return problem(exc.status_code, code, "Request failed", str(exc.detail), request, exc.headers)
+
+
+def internal_error_handler(request: Request, exc: Exception) -> Response[Problem]:
+    log.error("unhandled_error", path=request.url.path, method=request.method, exc_info=exc)
+    return problem(500, "internal_error", "Internal error",
+                   "the registry failed to handle the request; it has been logged", request)
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    e.RegistryError: registry_error_handler,
+    ValidationException: validation_handler,
+    HTTPException: http_error_handler,
+    Exception: internal_error_handler,
+}

@@ -1,0 +1,226 @@
+"""Request and response bodies (msgspec Structs): validated at the edge, documented in OpenAPI."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from registry.domain.model import ModelVersion, RegisteredModel
+
+ModelName = Annotated[str, Meta(min_length=1, max_length=256, description="1-256 characters, no '/' or ':'")]
+Text = Annotated[str, Meta(max_length=5000)]
+TagMap = Annotated[dict[Annotated[str, Meta(min_length=1, max_length=250)], Annotated[str, Meta(max_length=5000)]],
+                   Meta(description="string keys to string values")]
+MetricMap = Annotated[dict[Annotated[str, Meta(min_length=1, max_length=250)], float],
+                      Meta(description="metric names to finite numbers")]
+StageName = Annotated[str, Meta(pattern="^(none|staging|production|archived)$",
+                                description="none, staging, production or archived")]
+VersionNumber = Annotated[int, Meta(ge=1, le=2**31 - 1)]
+
+
+class Request(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+class CreateModelRequest(Request):
+    name: ModelName
+    description: Text = ""
+    tags: TagMap = {}
+
+
+class UpdateModelRequest(Request):
+    """JSON merge patch: absent fields stay, a null tag value removes that tag."""
+
+    description: Text | None | UnsetType = UNSET
+    tags: dict[Annotated[str, Meta(min_length=1, max_length=250)], Annotated[str, Meta(max_length=5000)] | None] | None | UnsetType = UNSET
+
+
+class DatasetBody(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    namespace: Annotated[str, Meta(min_length=1, max_length=1024)]
+    name: Annotated[str, Meta(min_length=1, max_length=1024)]
+    version: Annotated[str, Meta(max_length=256)] | None = None
+
+
+class RegisterVersionRequest(Request):
+    source: Annotated[str, Meta(min_length=1, max_length=5000, description="where the artifacts are")]
+    run_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    description: Text = ""
+    tags: TagMap = {}
+    metrics: MetricMap = {}
+    inputs: Annotated[list[DatasetBody], Meta(max_length=1000)] = []
+
+
+class UpdateVersionRequest(Request):
+    """JSON merge patch of description, tags and (only while the stage is `none`) metrics."""
+
+    description: Text | None | UnsetType = UNSET
+    tags: dict[Annotated[str, Meta(min_length=1, max_length=250)], Annotated[str, Meta(max_length=5000)] | None] | None | UnsetType = UNSET
+    metrics: dict[Annotated[str, Meta(min_length=1, max_length=250)], float | None] | None | UnsetType = UNSET
+
+
+class TransitionRequest(Request):
+    to_stage: StageName
+    comment: Annotated[str, Meta(max_length=5000)] | None = None
+    expected_stage: StageName | None = None
+    expected_production_version: VersionNumber | None | UnsetType = UNSET
+
+
+class SetAliasRequest(Request):
+    version: VersionNumber
+
+
+class ModelResponse(Struct):
+    name: str
+    description: str
+    tags: dict[str, str]
+    latest_version: int | None
+    created_at: datetime
+    updated_at: datetime
+    created_by: str
+
+    @classmethod
+    def of(cls, m: RegisteredModel) -> ModelResponse:
+        return cls(m.name, m.description, m.tags, m.last_version or None, m.created_at,
+                   m.updated_at, m.created_by)
+
+
+class ModelVersionResponse(Struct):
+    model: str
+    version: int
+    stage: str
+    source: str
+    run_id: str | None
+    description: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    inputs: list[DatasetBody]
+    created_at: datetime
+    updated_at: datetime
+    created_by: str
+    etag: str
+
+    @classmethod
+    def of(cls, v: ModelVersion) -> ModelVersionResponse:
+        return cls(v.model, v.version, v.stage.value, v.source, v.run_id, v.description, v.tags,
+                   v.metrics, [DatasetBody(i.namespace, i.name, i.version) for i in v.inputs],
+                   v.created_at, v.updated_at, v.created_by, v.etag)
+
+
+class ModelList(Struct):
+    items: list[ModelResponse]
+    next_cursor: str | None
+
+
+class ModelVersionList(Struct):
+    items: list[ModelVersionResponse]
+    next_cursor: str | None
+
+
+class StageMembers(Struct):
+    items: list[ModelVersionResponse]
+
+
+class TransitionBody(Struct):
+    from_stage: str
+    to_stage: str
+    trigger: str
+    actor: str
+    at: datetime
+    comment: str | None
+    archived: list[int]
+
+
+class TransitionResponse(Struct):
+    version: ModelVersionResponse
+    transition: TransitionBody
+
+
+class StageChangeRecord(Struct):
+    from_stage: str
+    to_stage: str
+    trigger: str
+    comment: str | None
+    actor: str
+    at: datetime
+    request_id: str
+    audit_seq: int
+
+
+class StageHistory(Struct):
+    items: list[StageChangeRecord]
+
+
+class AliasResponse(Struct):
+    model: str
+    alias: str
+    version: int
+    model_version: ModelVersionResponse
+
+
+class AuditEntry(Struct):
+    id: int
+    seq: int
+    chain: str
+    at: datetime
+    actor: str
+    request_id: str
+    action: str
+    model: str | None
+    version: int | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    prev_hash: str
+    hash: str
+
+
+class AuditList(Struct):
+    items: list[AuditEntry]
+    next_cursor: str | None
+
+
+class AuditVerification(Struct):
+    ok: bool
+    checked: int
+    first_bad_seq: int | None
+    first_bad_chain: str | None
+
+
+class Event(Struct):
+    id: str
+    type: str
+    model: str
+    sequence: int
+    version: int | None
+    actor: str
+    request_id: str
+    at: datetime
+    data: dict[str, Any]
+
+
+class EventList(Struct):
+    items: list[Event]
+    next_cursor: str | None = msgspec.field(name="next_cursor")
+
+
+class Health(Struct):
+    status: str
+
+
+class Problem(Struct, omit_defaults=True):
+    """RFC 9457 problem details; extension members (allowed, results, failed, errors) at top level."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str | None = None
+    allowed: list[str] | None = None
+    from_stage: str | None = None
+    to_stage: str | None = None
+    results: list[dict[str, Any]] | None = None
+    failed: list[str] | None = None
+    errors: list[dict[str, Any]] | None = None

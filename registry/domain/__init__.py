@@ -1,0 +1,1 @@
+"""Pure domain: stages, models, gates, events and errors. Imports only the stdlib and transitions."""

@@ -1,0 +1,89 @@
+"""Errors the domain and services raise; the API translates each into one problem response.
+
+Every error carries the data a client needs to act on it (``allowed`` targets, gate ``results``)
+as attributes, never only inside its message. ``code`` is the stable machine-readable name and
+``status`` the HTTP status the edge maps it to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class RegistryError(Exception):
+    """Base of every error this service raises on purpose."""
+
+    code = "error"
+    status = 400
+    title = "Request failed"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def extensions(self) -> dict[str, Any]:
+        """Extension members added at the top level of the problem body."""
+        return {}
+
+
+class ValidationError(RegistryError):
+    code, status, title = "validation_error", 400, "Invalid request"
+
+
+class UnauthenticatedError(RegistryError):
+    code, status, title = "unauthenticated", 401, "Authentication required"
+
+
+class ForbiddenError(RegistryError):
+    code, status, title = "forbidden", 403, "Forbidden"
+
+
+class NotFoundError(RegistryError):
+    code, status, title = "not_found", 404, "Not found"
+
+
+class AlreadyExistsError(RegistryError):
+    code, status, title = "already_exists", 409, "Already exists"
+
+
+class ConflictError(RegistryError):
+    code, status, title = "conflict", 409, "Conflict"
+
+
+class InvalidTransitionError(RegistryError):
+    code, status, title = "invalid_transition", 409, "Invalid stage transition"
+
+    def __init__(self, from_stage: str, to_stage: str, allowed: Sequence[str]) -> None:
+        super().__init__(
+            f"cannot move from {from_stage!r} to {to_stage!r}; allowed: {', '.join(allowed) or 'none'}"
+        )
+        self.from_stage = from_stage
+        self.to_stage = to_stage
+        self.allowed = list(allowed)
+
+    def extensions(self) -> dict[str, Any]:
+        return {"from_stage": self.from_stage, "to_stage": self.to_stage, "allowed": self.allowed}
+
+
+class PreconditionFailedError(RegistryError):
+    code, status, title = "precondition_failed", 412, "Precondition failed"
+
+
+class GateFailedError(RegistryError):
+    code, status, title = "gate_failed", 422, "Gate failed"
+
+    def __init__(self, results: Sequence[Any]) -> None:
+        self.results = list(results)
+        self.failed = [r.gate for r in self.results if not r.passed]
+        super().__init__(f"gates failed: {', '.join(self.failed)}")
+
+    def extensions(self) -> dict[str, Any]:
+        return {
+            "results": [{"gate": r.gate, "passed": r.passed, "detail": r.detail} for r in self.results],
+            "failed": self.failed,
+        }
+
+
+class UnavailableError(RegistryError):
+    code, status, title = "unavailable", 503, "Service unavailable"

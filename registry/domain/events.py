@@ -1,0 +1,80 @@
+"""What happened, recorded by the services and written by the unit of work into the audit log
+and the outbox in the same transaction. Wire names are the same in outbox, webhook and audit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change to one model's state; becomes one audit entry and one outbox event."""
+
+    type: ClassVar[str]
+    model: str
+    version: int | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    # Event-only fields beyond before/after (not hashed into the audit entry).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def event_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"model": self.model}
+        if self.version is not None:
+            data["version"] = self.version
+        data.update(self.extra)
+        data["before"] = self.before
+        data["after"] = self.after
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCreated(Change):
+    type: ClassVar[str] = "model.created"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUpdated(Change):
+    type: ClassVar[str] = "model.updated"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDeleted(Change):
+    type: ClassVar[str] = "model.deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionCreated(Change):
+    type: ClassVar[str] = "model_version.created"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionUpdated(Change):
+    type: ClassVar[str] = "model_version.updated"
+
+
+@dataclass(frozen=True, slots=True)
+class StageChanged(Change):
+    """``extra`` holds from_stage, to_stage, trigger and comment (and superseded_by)."""
+
+    type: ClassVar[str] = "model_version.stage_changed"
+
+
+@dataclass(frozen=True, slots=True)
+class AliasSet(Change):
+    type: ClassVar[str] = "model_version.alias_set"
+
+
+@dataclass(frozen=True, slots=True)
+class AliasDeleted(Change):
+    type: ClassVar[str] = "model_version.alias_deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class SystemChange:
+    """A change outside any model (tokens, later subscriptions and policies): audit only."""
+
+    action: str
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None

@@ -1,0 +1,127 @@
+"""Registered models and their versions as plain objects, and the rules for their fields."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from registry.domain.errors import ValidationError
+from registry.domain.stages import Stage
+
+MAX_VERSION = 2**31 - 1
+_FORBIDDEN_NAME_CHARS = re.compile(r"[/:\x00-\x1f\x7f]")
+_ALIAS = re.compile(r"^[A-Za-z0-9_\-]{1,255}$")
+_RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
+MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TEXT = 250, 5000, 5000
+
+
+def validate_model_name(name: str) -> str:
+    """MLflow's rule: 1-256 characters, not '.' or '..', no '/', ':' or control characters,
+    no leading or trailing space."""
+    if not 1 <= len(name) <= 256:
+        raise ValidationError("model name must be 1 to 256 characters")
+    if name in (".", ".."):
+        raise ValidationError("model name cannot be '.' or '..'")
+    if _FORBIDDEN_NAME_CHARS.search(name):
+        raise ValidationError("model name cannot contain '/', ':' or control characters")
+    if name != name.strip():
+        raise ValidationError("model name cannot start or end with white space")
+    return name
+
+
+def validate_alias(alias: str) -> str:
+    """Letters, digits, '_' and '-', up to 255; not 'latest' nor 'v<digits>' (MLflow reserves them)."""
+    if not _ALIAS.match(alias):
+        raise ValidationError("alias must be 1 to 255 letters, digits, '_' or '-'")
+    if _RESERVED_ALIAS.match(alias):
+        raise ValidationError(f"alias {alias!r} is reserved")
+    return alias
+
+
+def validate_tags(tags: dict[str, str]) -> dict[str, str]:
+    for key, value in tags.items():
+        if not 1 <= len(key) <= MAX_TAG_KEY:
+            raise ValidationError(f"tag keys must be 1 to {MAX_TAG_KEY} characters")
+        if len(value) > MAX_TAG_VALUE:
+            raise ValidationError(f"tag {key!r}: values are at most {MAX_TAG_VALUE} characters")
+    return tags
+
+
+def validate_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    for key, value in metrics.items():
+        if not 1 <= len(key) <= MAX_TAG_KEY:
+            raise ValidationError(f"metric names must be 1 to {MAX_TAG_KEY} characters")
+        if isinstance(value, bool) or not math.isfinite(value):
+            raise ValidationError(f"metric {key!r} must be a finite number")
+    return metrics
+
+
+@dataclass(slots=True)
+class RegisteredModel:
+    id: int
+    name: str
+    description: str
+    tags: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+    created_by: str
+    last_version: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "tags": self.tags}
+
+
+@dataclass(slots=True)
+class DatasetRef:
+    """A lineage input: an OpenLineage dataset identifier, optionally at a version."""
+
+    namespace: str
+    name: str
+    version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"namespace": self.namespace, "name": self.name}
+        if self.version is not None:
+            out["version"] = self.version
+        return out
+
+
+@dataclass(slots=True)
+class ModelVersion:
+    model_id: int
+    model: str
+    version: int
+    stage: Stage
+    source: str
+    run_id: str | None
+    description: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    inputs: list[DatasetRef]
+    created_at: datetime
+    updated_at: datetime
+    created_by: str
+    revision: int = 1
+    # Event sequence at which this version last left production: orders rollback candidates.
+    left_production_seq: int | None = None
+    id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def etag(self) -> str:
+        """Strong ETag: changes whenever the version's representation does."""
+        return f'"{self.model_id}-{self.version}-{self.revision}"'
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage.value,
+            "source": self.source,
+            "run_id": self.run_id,
+            "description": self.description,
+            "tags": self.tags,
+            "metrics": self.metrics,
+            "inputs": [i.to_dict() for i in self.inputs],
+        }

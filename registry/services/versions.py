@@ -1,0 +1,135 @@
+"""Use cases for model versions: register, read, list, update."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from registry.domain.errors import ConflictError, NotFoundError, PreconditionFailedError, ValidationError
+from registry.domain.events import VersionCreated, VersionUpdated
+from registry.domain.model import (
+    DatasetRef,
+    ModelVersion,
+    RegisteredModel,
+    validate_metrics,
+    validate_tags,
+)
+from registry.domain.stages import Stage
+from registry.services.commands import MISSING, RegisterModelVersion, UpdateModelVersion
+from registry.services.models import changed_fields, merge_patch
+from registry.services.pagination import check_limit, decode_cursor, page
+from registry.services.ports import Page, Repository, UnitOfWork
+
+
+async def require_model(repo: Repository, name: str) -> RegisteredModel:
+    model = await repo.get_model(name)
+    if model is None:
+        raise NotFoundError(f"model {name!r} does not exist")
+    return model
+
+
+async def require_version(repo: Repository, model: RegisteredModel, number: int) -> ModelVersion:
+    version = await repo.get_version(model, number)
+    if version is None:
+        raise NotFoundError(f"model {model.name!r} has no version {number}")
+    return version
+
+
+def check_if_match(if_match: str | None, version: ModelVersion) -> None:
+    """RFC 9110 If-Match with strong comparison; '*' matches any existing version."""
+    if if_match is None:
+        return
+    candidates = [t.strip() for t in if_match.split(",")]
+    if "*" not in candidates and version.etag not in candidates:
+        raise PreconditionFailedError(
+            f"version {version.version} has changed: its ETag is {version.etag}, not {if_match}"
+        )
+
+
+async def register_model_version(cmd: RegisterModelVersion, uow: UnitOfWork) -> ModelVersion:
+    """Allocate the next version number from the model's counter and record the version in `none`."""
+    validate_tags(cmd.tags)
+    validate_metrics(cmd.metrics)
+    if not cmd.source:
+        raise ValidationError("source must not be empty")
+    inputs = [DatasetRef(i["namespace"], i["name"], i.get("version")) for i in cmd.inputs]
+    async with uow:
+        model = await uow.repo.lock_model(cmd.model)
+        number = await uow.repo.allocate_version(model)
+        now = uow.now()
+        version = ModelVersion(
+            model_id=model.id, model=model.name, version=number, stage=Stage.NONE,
+            source=cmd.source, run_id=cmd.run_id, description=cmd.description, tags=dict(cmd.tags),
+            metrics=dict(cmd.metrics), inputs=inputs, created_at=now, updated_at=now,
+            created_by=uow.actor.name,
+        )
+        await uow.repo.add_version(version)
+        uow.record(model, VersionCreated(model=model.name, version=number, after=version.snapshot()))
+        await uow.commit()
+    return version
+
+
+async def get_model_version(model_name: str, number: int, uow: UnitOfWork) -> ModelVersion:
+    async with uow:
+        model = await require_model(uow.repo, model_name)
+        return await require_version(uow.repo, model, number)
+
+
+async def list_model_versions(model_name: str, stage: str | None, run_id: str | None,
+                              tags: Sequence[str], cursor: str | None, limit: int | None,
+                              uow: UnitOfWork) -> Page:
+    limit = check_limit(limit)
+    after = decode_cursor(cursor, int) or 0
+    wanted_stage = Stage.parse(stage) if stage is not None else None
+    tag_pairs = []
+    for tag in tags:
+        key, sep, value = tag.partition(":")
+        if not sep or not key:
+            raise ValidationError(f"tag filter {tag!r} must be key:value")
+        tag_pairs.append((key, value))
+    async with uow:
+        model = await require_model(uow.repo, model_name)
+        rows = await uow.repo.list_versions(model, wanted_stage, run_id, tag_pairs, after, limit + 1)
+    items, next_cursor = page(rows, limit, lambda v: v.version)
+    return Page(items, next_cursor)
+
+
+async def versions_in_stage(model_name: str, stage: str, uow: UnitOfWork) -> list[ModelVersion]:
+    wanted = Stage.parse(stage)
+    async with uow:
+        model = await require_model(uow.repo, model_name)
+        return await uow.repo.versions_in_stage(model, wanted)
+
+
+async def update_model_version(cmd: UpdateModelVersion, uow: UnitOfWork) -> ModelVersion:
+    """Change description and tags at any stage; metrics only while the stage is `none`, since
+    they are the evidence later gates judge."""
+    if cmd.tags is not MISSING and cmd.tags:
+        validate_tags({k: v for k, v in cmd.tags.items() if v is not None})
+    if cmd.metrics is not MISSING and cmd.metrics:
+        validate_metrics({k: v for k, v in cmd.metrics.items() if v is not None})
+    async with uow:
+        model = await uow.repo.lock_model(cmd.model)
+        version = await require_version(uow.repo, model, cmd.version)
+        check_if_match(cmd.if_match, version)
+        before = version.snapshot()
+        if cmd.description is not MISSING:
+            version.description = cmd.description or ""
+        if cmd.tags is not MISSING:
+            version.tags = merge_patch(version.tags, cmd.tags)
+        if cmd.metrics is not MISSING:
+            new_metrics = merge_patch(version.metrics, cmd.metrics)
+            if new_metrics != version.metrics and version.stage is not Stage.NONE:
+                raise ConflictError(
+                    f"metrics can change only while the stage is 'none'; version "
+                    f"{version.version} is in {version.stage.value!r}"
+                )
+            version.metrics = new_metrics
+        old, new = changed_fields(before, version.snapshot())
+        if new:
+            version.updated_at = uow.now()
+            version.revision += 1
+            await uow.repo.save_version(version)
+            uow.record(model, VersionUpdated(model=model.name, version=version.version,
+                                             before=old, after=new))
+            await uow.commit()
+    return version

@@ -1,0 +1,112 @@
+"""Fixtures shared by every suite.
+
+``backend`` parametrises a test over SQLite and PostgreSQL. PostgreSQL comes from
+``REGISTRY_TEST_DATABASE_URL`` (a role allowed to create databases); without it those tests fail.
+At the end of a run, one line per backend says how many of its tests passed and failed; CI reads it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from registry.adapters.db import migrate
+from registry.bootstrap import Container, build
+from registry.config import Settings
+from tests.support import (
+    Server,
+    create_pg_database,
+    drop_pg_database,
+    run,
+    run_server,
+    sqlite_url,
+)
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _backend_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        for key in ("backend", "server_backend"):
+            if key in callspec.params:
+                return callspec.params[key]
+    return "postgresql" if item.get_closest_marker("postgresql") else None
+
+
+_outcomes: Counter[tuple[str, str]] = Counter()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    backend = _backend_of(item)
+    if backend is None:
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        _outcomes[(backend, "skipped" if report.skipped else report.outcome)] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for backend in BACKENDS:
+        terminalreporter.write_line(
+            f"backend {backend}: {_outcomes[(backend, 'passed')]} passed, "
+            f"{_outcomes[(backend, 'failed')]} failed, {_outcomes[(backend, 'skipped')]} skipped"
+        )
+
+
+def unique(prefix: str = "m") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+async def _new_database(backend: str, tmp: Path) -> str:
+    return sqlite_url(tmp) if backend == "sqlite" else await create_pg_database()
+
+
+@pytest.fixture
+async def database_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    url = await _new_database(backend, tmp_path)
+    import asyncio
+
+    await asyncio.to_thread(migrate.upgrade, url)
+    yield url
+    if backend == "postgresql":
+        await drop_pg_database(url)
+
+
+@pytest.fixture
+async def container(database_url: str, tmp_path: Path) -> AsyncIterator[Container]:
+    settings = Settings.from_env({"REGISTRY_DATABASE_URL": database_url,
+                                  "REGISTRY_DATA_DIR": str(tmp_path), "REGISTRY_LOG_FORMAT": "json"})
+    c = build(settings)
+    yield c
+    await c.close()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def server(server_backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real ``python -m registry serve`` process on loopback, with its own database."""
+    tmp = tmp_path_factory.mktemp(f"serve-{server_backend}")
+    url = sqlite_url(tmp) if server_backend == "sqlite" else run(create_pg_database())
+    try:
+        with run_server(url, tmp) as srv:
+            yield srv
+    finally:
+        if server_backend == "postgresql":
+            run(drop_pg_database(url))
