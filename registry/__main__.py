@@ -90,10 +90,11 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 def openapi_document() -> dict:
     from registry.api.app import create_app
+    from registry.api.openapi import document
     from registry.bootstrap import build
 
     settings = Settings.from_env({"REGISTRY_DATABASE_URL": "sqlite+aiosqlite:///:memory:"})
-    return create_app(build(settings)).openapi_schema.to_schema()
+    return document(create_app(build(settings)))
 
 
 def render_openapi() -> str:

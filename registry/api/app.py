@@ -13,6 +13,7 @@ from registry.api.controllers.health import healthz, readyz
 from registry.api.controllers.models import ModelController
 from registry.api.controllers.versions import VersionController
 from registry.api.errors import EXCEPTION_HANDLERS
+from registry.api.openapi import tighten
 from registry.api.middleware import RequestIdMiddleware, TokenAuthMiddleware
 from registry.bootstrap import Container, build
 from registry.config import Settings
@@ -59,6 +60,7 @@ def create_app(container: Container) -> Litestar:
         debug=False,
     )
     app.state.container = container
+    tighten(app.openapi_schema)  # cached: /schema serves the tightened document too
     return app
 
 

@@ -38,7 +38,7 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
     """OpenAPI declarations of the problem responses an operation can give."""
     return {
         status: ResponseSpec(data_container=Problem, media_type=PROBLEM_MEDIA_TYPE,
-                             description=_DESCRIPTIONS[status])
+                             description=_DESCRIPTIONS[status], generate_examples=False)
         for status in (*statuses, 401, 503)
     }
 

@@ -10,7 +10,12 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from registry.domain.model import ModelVersion, RegisteredModel
 
-ModelName = Annotated[str, Meta(min_length=1, max_length=256, description="1-256 characters, no '/' or ':'")]
+# MLflow's rule, as a pattern: not '.' or '..', no '/', ':' or control characters, no white space
+# at either end. The domain checks the same rule for every caller.
+MODEL_NAME_PATTERN = r"^(?!\.\.?$)[^/:\x00-\x1f\x7f\s](?:[^/:\x00-\x1f\x7f]*[^/:\x00-\x1f\x7f\s])?$"
+ModelName = Annotated[str, Meta(min_length=1, max_length=256, pattern=MODEL_NAME_PATTERN,
+                                description="1-256 characters; not '.' or '..'; no '/', ':' or control "
+                                            "characters; no white space at either end")]
 Text = Annotated[str, Meta(max_length=5000)]
 TagMap = Annotated[dict[Annotated[str, Meta(min_length=1, max_length=250)], Annotated[str, Meta(max_length=5000)]],
                    Meta(description="string keys to string values")]
