@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post
-from litestar.params import QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
 from registry.api.deps import ModelPath, given, reader, writer
 from registry.api.errors import problem_responses
@@ -22,7 +22,7 @@ class ModelController(Controller):
     tags = ["models"]
 
     @post("/", operation_id="createModel", responses=problem_responses(400, 409))
-    async def create_model(self, request: Request[Any, Any, Any], data: CreateModelRequest) -> ModelResponse:
+    async def create_model(self, request: Request[Any, Any, Any], data: JSONBody[CreateModelRequest]) -> ModelResponse:
         """Register a new model name. 409 `already_exists` when the name is taken."""
         model = await svc.create_model(CreateModel(data.name, data.description, data.tags), writer(request))
         return ModelResponse.of(model)
@@ -41,7 +41,7 @@ class ModelController(Controller):
 
     @patch("/{name:str}", operation_id="updateModel", responses=problem_responses(400, 404))
     async def update_model(self, request: Request[Any, Any, Any], name: ModelPath,
-                     data: UpdateModelRequest) -> ModelResponse:
+                     data: JSONBody[UpdateModelRequest]) -> ModelResponse:
         """JSON merge patch of description and tags (a null tag value removes the tag)."""
         cmd = UpdateModel(name, given(data.description), given(data.tags))
         return ModelResponse.of(await svc.update_model(cmd, writer(request)))

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import ResponseHeader
-from litestar.params import HeaderParameter, PathParameter, QueryParameter
+from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
 
 from registry.api.deps import AliasPath, ModelPath, VersionPath, given, reader, writer
 from registry.api.errors import problem_responses
@@ -50,7 +50,7 @@ class VersionController(Controller):
     @post("/versions", operation_id="registerModelVersion", response_headers=ETAG_HEADER,
           responses=problem_responses(400, 404))
     async def register_version(self, request: Request[Any, Any, Any], name: ModelPath,
-                       data: RegisterVersionRequest) -> Response[ModelVersionResponse]:
+                       data: JSONBody[RegisterVersionRequest]) -> Response[ModelVersionResponse]:
         """Register the next version (numbers come from the model's counter) in stage `none`."""
         cmd = RegisterModelVersion(
             name, data.source, data.run_id, data.description, data.tags, data.metrics,
@@ -84,7 +84,7 @@ class VersionController(Controller):
     @patch("/versions/{version:int}", operation_id="updateModelVersion", response_headers=ETAG_HEADER,
            responses=problem_responses(400, 404, 409, 412))
     async def update_version(self, request: Request[Any, Any, Any], name: ModelPath, version: VersionPath,
-                     data: UpdateVersionRequest, if_match: IfMatch = None) -> Response[ModelVersionResponse]:
+                     data: JSONBody[UpdateVersionRequest], if_match: IfMatch = None) -> Response[ModelVersionResponse]:
         """JSON merge patch of description and tags; metrics only while the stage is `none`
         (409 `conflict` otherwise)."""
         cmd = UpdateModelVersion(name, version, given(data.description), given(data.tags),
@@ -96,7 +96,7 @@ class VersionController(Controller):
           status_code=200, response_headers=ETAG_HEADER,
           responses=problem_responses(400, 404, 409, 412, 422))
     async def transition_version(self, request: Request[Any, Any, Any], name: ModelPath, version: VersionPath,
-                         data: TransitionRequest, if_match: IfMatch = None) -> Response[TransitionResponse]:
+                         data: JSONBody[TransitionRequest], if_match: IfMatch = None) -> Response[TransitionResponse]:
         """Move the version to `to_stage`. 409 `invalid_transition` (with `allowed`) when the
         stage table has no such edge; 422 `gate_failed` (with every gate's result); 412 when
         If-Match, `expected_stage` or `expected_production_version` is stale. Promoting to
@@ -130,7 +130,7 @@ class VersionController(Controller):
 
     @put("/aliases/{alias:str}", operation_id="setAlias", responses=problem_responses(400, 404))
     async def set_alias(self, request: Request[Any, Any, Any], name: ModelPath, alias: AliasPath,
-                        data: SetAliasRequest) -> AliasResponse:
+                        data: JSONBody[SetAliasRequest]) -> AliasResponse:
         """Point the alias at a version (creating or moving it)."""
         v = await aliases.set_alias(SetAlias(name, alias, data.version), writer(request))
         return AliasResponse(name, alias, v.version, ModelVersionResponse.of(v))
