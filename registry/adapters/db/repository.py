@@ -173,11 +173,11 @@ class SqlRepository:
         )
         target = production = None
         for row in await self.conn.execute(stmt):
-            v = _version(row, model.name)
-            if v.version == number:
-                target = v
-            if v.stage is Stage.PRODUCTION:
-                production = v if v.version != number else _version(row, model.name)
+            # Separate objects even when the target is itself in production.
+            if row.version == number:
+                target = _version(row, model.name)
+            if row.stage == Stage.PRODUCTION.value:
+                production = _version(row, model.name)
         return target, production
 
     async def save_version(self, v: ModelVersion) -> None:
