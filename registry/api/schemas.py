@@ -12,7 +12,9 @@ from registry.domain.model import ModelVersion, RegisteredModel
 
 # MLflow's rule, as a pattern: not '.' or '..', no '/', ':' or control characters, no white space
 # at either end. The domain checks the same rule for every caller.
-MODEL_NAME_PATTERN = r"^(?!\.\.?$)[^/:\x00-\x1f\x7f\s](?:[^/:\x00-\x1f\x7f]*[^/:\x00-\x1f\x7f\s])?$"
+# `(?![\s\S])` ends the match at the very end: Python's `$` also matches before a final newline,
+# and `\Z` is not in the ECMA dialect OpenAPI documents use.
+MODEL_NAME_PATTERN = r"^(?!\.\.?(?![\s\S]))[^/:\x00-\x1f\x7f\s](?:[^/:\x00-\x1f\x7f]*[^/:\x00-\x1f\x7f\s])?(?![\s\S])"
 ModelName = Annotated[str, Meta(min_length=1, max_length=256, pattern=MODEL_NAME_PATTERN,
                                 description="1-256 characters; not '.' or '..'; no '/', ':' or control "
                                             "characters; no white space at either end")]

@@ -34,9 +34,9 @@ def validate_model_name(name: str) -> str:
 
 def validate_alias(alias: str) -> str:
     """Letters, digits, '_' and '-', up to 255; not 'latest' nor 'v<digits>' (MLflow reserves them)."""
-    if not _ALIAS.match(alias):
+    if not _ALIAS.fullmatch(alias):
         raise ValidationError("alias must be 1 to 255 letters, digits, '_' or '-'")
-    if _RESERVED_ALIAS.match(alias):
+    if _RESERVED_ALIAS.fullmatch(alias):
         raise ValidationError(f"alias {alias!r} is reserved")
     return alias
 
@@ -54,7 +54,7 @@ def validate_metrics(metrics: dict[str, float]) -> dict[str, float]:
     for key, value in metrics.items():
         if not 1 <= len(key) <= MAX_TAG_KEY:
             raise ValidationError(f"metric names must be 1 to {MAX_TAG_KEY} characters")
-        if isinstance(value, bool) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise ValidationError(f"metric {key!r} must be a finite number")
     return metrics
 

@@ -50,7 +50,9 @@ class ChainVerifier:
 
     A row is bad when its stored hash is not the hash of its canonical text, when its canonical
     text does not say the seq, chain and prev_hash the row says, when its seq is not the next one,
-    or when its prev_hash is not the previous row's hash.
+    or when its prev_hash is not the previous row's hash. At the end of each chain, the last row
+    must be the one its head row records, so a deleted or re-hashed tail is found too (anchors
+    kept outside the database, from a later issue, guard against a rewritten head).
     """
 
     def __init__(self) -> None:
@@ -69,10 +71,18 @@ class ChainVerifier:
                 self.first_bad = (row["chain"], row["seq"])
             self._seq, self._hash = row["seq"], row["hash"]
 
+    def end_chain(self, chain: str, head_seq: int, head_hash: str) -> None:
+        """Compare the chain's last row with its head (seq and hash)."""
+        seq, digest = (self._seq, self._hash) if self._chain == chain else (0, GENESIS)
+        if self.first_bad is None and (seq, digest) != (head_seq, head_hash):
+            self.first_bad = (chain, min(seq, head_seq) + 1 if seq != head_seq else seq)
+
     def _row_ok(self, row: dict[str, Any]) -> bool:
         try:
             entry = json.loads(row["canonical"])
         except ValueError:
+            return False
+        if not isinstance(entry, dict):
             return False
         return (
             row["seq"] == self._seq + 1
@@ -131,6 +141,8 @@ async def verify_audit(model: str | None, uow: UnitOfWork) -> Verification:
         for each in [chain] if chain is not None else await uow.repo.audit_chains():
             async for rows in _rows(each, uow):
                 verifier.feed(rows)
+            head_seq, head_hash = await uow.repo.chain_head(each)
+            verifier.end_chain(each, head_seq, head_hash)
     return verifier.result()
 
 

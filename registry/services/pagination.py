@@ -28,11 +28,13 @@ def decode_cursor(cursor: str | None, kind: type) -> Any:
     if not cursor:
         return None
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        (key,) = json.loads(raw)
-    except (ValueError, TypeError):
+        decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:
         raise ValidationError("cursor is not one this service issued") from None
-    if not isinstance(key, kind) or isinstance(key, bool):
+    if not isinstance(decoded, list) or len(decoded) != 1:
+        raise ValidationError("cursor is not one this service issued")
+    (key,) = decoded
+    if not isinstance(key, kind) or isinstance(key, bool) or (kind is int and not 0 <= key < 2**63):
         raise ValidationError("cursor is not one this service issued")
     return key
 

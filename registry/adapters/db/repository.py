@@ -269,6 +269,11 @@ class SqlRepository:
     async def audit_chains(self) -> list[str]:
         return list((await self.conn.execute(select(chains_t.c.id).order_by(chains_t.c.id))).scalars())
 
+    async def chain_head(self, chain: str) -> tuple[int, str]:
+        row = (await self.conn.execute(select(chains_t.c.audit_seq, chains_t.c.audit_hash)
+                                       .where(chains_t.c.id == chain))).one()
+        return row.audit_seq, row.audit_hash
+
     async def audit_chain_rows(self, chain: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
         stmt = (select(audit_t.c.chain, audit_t.c.seq, audit_t.c.actor, audit_t.c.action,
                        audit_t.c.version, audit_t.c.canonical, audit_t.c.prev_hash, audit_t.c.hash)

@@ -1,0 +1,188 @@
+"""An in-memory repository and unit of work for the service tests (cosmicpython style).
+
+The fake is transactional like the real one: each unit works on a copy of the store, and only
+``commit`` makes its writes (and its recorded changes) stick. Reads hand out copies, so a service
+that changes an object but forgets to save it changes nothing, as with the database.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from registry.domain.errors import AlreadyExistsError, NotFoundError
+from registry.domain.events import Change, SystemChange
+from registry.domain.model import ModelVersion, RegisteredModel
+from registry.domain.stages import Stage
+from registry.services.ports import Actor
+
+
+@dataclass
+class State:
+    models: dict[str, RegisteredModel] = field(default_factory=dict)
+    versions: dict[tuple[int, int], ModelVersion] = field(default_factory=dict)
+    aliases: dict[tuple[int, str], int] = field(default_factory=dict)
+    next_model_id: int = 1
+
+
+@dataclass
+class Store:
+    """What has committed: the state, and every committed change with its event sequence."""
+
+    state: State = field(default_factory=State)
+    changes: list[tuple[int, int, Change]] = field(default_factory=list)  # (model id, seq, change)
+    system_changes: list[SystemChange] = field(default_factory=list)
+    clock: datetime = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def event_seq(self, model_id: int) -> int:
+        return sum(1 for m, _, _ in self.changes if m == model_id)
+
+    def tick(self) -> datetime:
+        self.clock += timedelta(seconds=1)
+        return self.clock
+
+
+class FakeRepository:
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    async def get_model(self, name: str) -> RegisteredModel | None:
+        return copy.deepcopy(self.state.models.get(name))
+
+    async def lock_model(self, name: str) -> RegisteredModel:
+        model = await self.get_model(name)
+        if model is None:
+            raise NotFoundError(f"model {name!r} does not exist")
+        return model
+
+    async def add_model(self, name: str, description: str, tags: dict[str, str], actor: str,
+                        now: datetime) -> RegisteredModel:
+        if name in self.state.models:
+            raise AlreadyExistsError(f"model {name!r} already exists")
+        model = RegisteredModel(self.state.next_model_id, name, description, dict(tags), now, now,
+                                actor, 0)
+        self.state.next_model_id += 1
+        self.state.models[name] = copy.deepcopy(model)
+        return model
+
+    async def update_model(self, model: RegisteredModel) -> None:
+        self.state.models[model.name] = copy.deepcopy(model)
+
+    async def delete_model(self, model: RegisteredModel) -> None:
+        del self.state.models[model.name]
+        self.state.versions = {k: v for k, v in self.state.versions.items() if k[0] != model.id}
+        self.state.aliases = {k: v for k, v in self.state.aliases.items() if k[0] != model.id}
+
+    async def list_models(self, name_prefix: str | None, after: str | None,
+                          limit: int) -> list[RegisteredModel]:
+        names = sorted(n for n in self.state.models
+                       if n.startswith(name_prefix or "") and (after is None or n > after))
+        return [copy.deepcopy(self.state.models[n]) for n in names[:limit]]
+
+    async def allocate_version(self, model: RegisteredModel) -> int:
+        stored = self.state.models[model.name]
+        stored.last_version += 1
+        model.last_version = stored.last_version
+        return stored.last_version
+
+    async def add_version(self, version: ModelVersion) -> None:
+        key = (version.model_id, version.version)
+        assert key not in self.state.versions, "version numbers are never reused"
+        self.state.versions[key] = copy.deepcopy(version)
+
+    async def get_version(self, model: RegisteredModel, number: int) -> ModelVersion | None:
+        return copy.deepcopy(self.state.versions.get((model.id, number)))
+
+    async def get_version_and_production(
+        self, model: RegisteredModel, number: int
+    ) -> tuple[ModelVersion | None, ModelVersion | None]:
+        production = await self.versions_in_stage(model, Stage.PRODUCTION)
+        return await self.get_version(model, number), (production[0] if production else None)
+
+    async def save_version(self, version: ModelVersion) -> None:
+        key = (version.model_id, version.version)
+        assert key in self.state.versions
+        self.state.versions[key] = copy.deepcopy(version)
+
+    async def list_versions(self, model: RegisteredModel, stage: Stage | None, run_id: str | None,
+                            tags: Sequence[tuple[str, str]], after: int,
+                            limit: int) -> list[ModelVersion]:
+        found = [v for (m, n), v in sorted(self.state.versions.items())
+                 if m == model.id and n > after and (stage is None or v.stage is stage)
+                 and (run_id is None or v.run_id == run_id)
+                 and all(v.tags.get(k) == value for k, value in tags)]
+        return copy.deepcopy(found[:limit])
+
+    async def versions_in_stage(self, model: RegisteredModel, stage: Stage) -> list[ModelVersion]:
+        return copy.deepcopy([v for (m, _), v in sorted(self.state.versions.items())
+                              if m == model.id and v.stage is stage])
+
+    async def rollback_candidate(self, model: RegisteredModel) -> int | None:
+        left = [v for (m, _), v in self.state.versions.items()
+                if m == model.id and v.stage is Stage.ARCHIVED and v.left_production_seq is not None]
+        return max(left, key=lambda v: v.left_production_seq or 0).version if left else None
+
+    async def get_alias(self, model: RegisteredModel, alias: str) -> int | None:
+        return self.state.aliases.get((model.id, alias))
+
+    async def set_alias(self, model: RegisteredModel, alias: str, version: int) -> None:
+        self.state.aliases[(model.id, alias)] = version
+
+    async def delete_alias(self, model: RegisteredModel, alias: str) -> None:
+        del self.state.aliases[(model.id, alias)]
+
+
+class FakeUnitOfWork:
+    """``committed`` and ``recorded`` describe the last unit this object ran; ``store`` keeps
+    what every committed unit left behind. One object may run several units in turn."""
+
+    def __init__(self, store: Store | None = None, actor: Actor | None = None) -> None:
+        self.store = store or Store()
+        self.actor = actor or Actor("alice", "req-1")
+        self.committed = False
+        self.recorded: list[tuple[int, Change]] = []
+        self.recorded_system: list[SystemChange] = []
+        self.repo = FakeRepository(State())
+        self._now: datetime | None = None
+
+    async def __aenter__(self) -> FakeUnitOfWork:
+        self.committed = False
+        self.recorded, self.recorded_system = [], []
+        self._now = None
+        self.repo = FakeRepository(copy.deepcopy(self.store.state))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        # Whatever did not commit is dropped with the working copy.
+        self.repo = FakeRepository(copy.deepcopy(self.store.state))
+
+    def record(self, model: RegisteredModel | int, change: Change) -> None:
+        self.recorded.append((model if isinstance(model, int) else model.id, change))
+
+    def record_system(self, change: SystemChange) -> None:
+        self.recorded_system.append(change)
+
+    def now(self) -> datetime:
+        if self._now is None:
+            self._now = self.store.tick()
+        return self._now
+
+    def next_sequence(self, model: RegisteredModel) -> int:
+        pending = sum(1 for m, _ in self.recorded if m == model.id)
+        return self.store.event_seq(model.id) + pending + 1
+
+    async def commit(self) -> None:
+        self.store.state = self.repo.state
+        for model_id, change in self.recorded:
+            self.store.changes.append((model_id, self.store.event_seq(model_id) + 1, change))
+        self.store.system_changes.extend(self.recorded_system)
+        self.committed = True
+
+    # -- for assertions -------------------------------------------------------------------------
+
+    def changes(self) -> list[Change]:
+        """The changes the last unit recorded, committed or not."""
+        return [change for _, change in self.recorded]
