@@ -21,8 +21,7 @@ from tests.support import (
     Server,
     create_pg_database,
     drop_pg_database,
-    run,
-    run_server,
+    server_for,
     sqlite_url,
 )
 
@@ -102,11 +101,5 @@ def server_backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="module")
 def server(server_backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A real ``python -m registry serve`` process on loopback, with its own database."""
-    tmp = tmp_path_factory.mktemp(f"serve-{server_backend}")
-    url = sqlite_url(tmp) if server_backend == "sqlite" else run(create_pg_database())
-    try:
-        with run_server(url, tmp) as srv:
-            yield srv
-    finally:
-        if server_backend == "postgresql":
-            run(drop_pg_database(url))
+    with server_for(server_backend, tmp_path_factory.mktemp(f"serve-{server_backend}")) as srv:
+        yield srv

@@ -115,6 +115,18 @@ def run_server(database_url: str, data_dir: Path, workers: int = 1,
             proc.wait()
 
 
+@contextmanager
+def server_for(backend: str, data_dir: Path, workers: int = 1) -> Iterator[Server]:
+    """A server on a fresh database of ``backend`` ("sqlite" or "postgresql"), dropped afterwards."""
+    url = sqlite_url(data_dir) if backend == "sqlite" else run(create_pg_database())
+    try:
+        with run_server(url, data_dir, workers=workers) as srv:
+            yield srv
+    finally:
+        if backend == "postgresql":
+            run(drop_pg_database(url))
+
+
 def _wait_ready(server: Server, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -126,8 +126,6 @@ class SqlRepository:
 
     async def delete_model(self, model: RegisteredModel) -> None:
         # Versions and aliases go by ON DELETE CASCADE; the chain row and audit entries stay.
-        await self.conn.execute(update(chains_t).where(chains_t.c.model_id == model.id)
-                                .values(model_id=None))
         await self.conn.execute(models_t.delete().where(models_t.c.id == model.id))
 
     async def list_models(self, name_prefix: str | None, after: str | None,
@@ -253,9 +251,10 @@ class SqlRepository:
         return history
 
     async def chain_for_model_name(self, name: str) -> str | None:
-        """The chain of the model now holding ``name``, or of the last one that held it."""
+        """The chain of the model now holding ``name``, or of the last one that held it: model ids
+        only grow and a name is re-created only after its model is deleted, so the largest wins."""
         stmt = (select(chains_t.c.id).where(chains_t.c.model_name == name)
-                .order_by(chains_t.c.created_at.desc(), chains_t.c.id.desc()).limit(1))
+                .order_by(chains_t.c.model_id.desc()).limit(1))
         return (await self.conn.execute(stmt)).scalar_one_or_none()
 
     async def audit_entries(self, chain: str | None, after: int, limit: int) -> list[dict[str, Any]]:

@@ -65,8 +65,14 @@ def _ts(nullable: bool = False) -> Any:
     return Field(default=None, sa_column=Column(UTCDateTime, nullable=nullable))
 
 
+# SQLite reuses the largest rowid after a delete unless AUTOINCREMENT is declared; ids here are
+# never reused (a model's id names its audit chain, which outlives it).
+AUTOINCREMENT = {"sqlite_autoincrement": True}
+
+
 class ModelRow(SQLModel, table=True):
     __tablename__ = "registered_models"
+    __table_args__ = AUTOINCREMENT
 
     id: int | None = _id()
     name: str = Field(sa_column=Column(String(256), nullable=False, unique=True))
@@ -82,8 +88,9 @@ class ModelRow(SQLModel, table=True):
 class ChainRow(SQLModel, table=True):
     """Head of one audit chain ("model:<id>" or "system") and its event sequence counter.
 
-    Writers lock this row, so concurrent writers never fork a chain. It outlives its model, so a
-    deleted model keeps its audit and events, and a re-created name starts a new chain.
+    Writers lock this row, so concurrent writers never fork a chain. It outlives its model (and
+    keeps its model_id, which is never reused), so a deleted model keeps its audit and events, and
+    a re-created name starts a new chain.
     """
 
     __tablename__ = "audit_chains"
@@ -111,6 +118,7 @@ class VersionRow(SQLModel, table=True):
             sqlite_where=text("stage = 'production'"),
         ),
         Index("ix_model_versions_model_id_run_id", "model_id", "run_id"),
+        AUTOINCREMENT,
     )
 
     id: int | None = _id()
@@ -150,6 +158,7 @@ class AuditRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("chain", "seq", name="uq_audit_log_chain_seq"),
         Index("ix_audit_log_chain_version", "chain", "version"),
+        AUTOINCREMENT,
     )
 
     id: int | None = _id()
@@ -171,7 +180,8 @@ class OutboxRow(SQLModel, table=True):
     position for the relay, ``sequence`` its gap-free position within its model's chain."""
 
     __tablename__ = "outbox_events"
-    __table_args__ = (UniqueConstraint("chain", "sequence", name="uq_outbox_events_chain_sequence"),)
+    __table_args__ = (UniqueConstraint("chain", "sequence", name="uq_outbox_events_chain_sequence"),
+                      AUTOINCREMENT)
 
     id: int | None = _id()
     event_id: str = Field(sa_column=Column(String(36), nullable=False, unique=True))
@@ -191,6 +201,7 @@ class PrincipalRow(SQLModel, table=True):
     """A person or service that holds tokens; approvals compare principals, not tokens."""
 
     __tablename__ = "principals"
+    __table_args__ = AUTOINCREMENT
 
     id: int | None = _id()
     name: str = Field(sa_column=Column(String(256), nullable=False, unique=True))
@@ -199,6 +210,7 @@ class PrincipalRow(SQLModel, table=True):
 
 class TokenRow(SQLModel, table=True):
     __tablename__ = "api_tokens"
+    __table_args__ = AUTOINCREMENT
 
     id: int | None = _id()
     principal_id: int = Field(sa_column=Column(Id, ForeignKey("principals.id"), nullable=False))

@@ -49,7 +49,8 @@ def upgrade() -> None:
     sa.Column('prev_hash', sa.String(length=64), nullable=False),
     sa.Column('hash', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_log')),
-    sa.UniqueConstraint('chain', 'seq', name='uq_audit_log_chain_seq')
+    sa.UniqueConstraint('chain', 'seq', name='uq_audit_log_chain_seq'),
+    sqlite_autoincrement=True,
     )
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.create_index('ix_audit_log_chain_version', ['chain', 'version'], unique=False)
@@ -69,14 +70,16 @@ def upgrade() -> None:
     sa.Column('relayed_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_events')),
     sa.UniqueConstraint('chain', 'sequence', name='uq_outbox_events_chain_sequence'),
-    sa.UniqueConstraint('event_id', name=op.f('uq_outbox_events_event_id'))
+    sa.UniqueConstraint('event_id', name=op.f('uq_outbox_events_event_id')),
+    sqlite_autoincrement=True,
     )
     op.create_table('principals',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('name', sa.String(length=256), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_principals')),
-    sa.UniqueConstraint('name', name=op.f('uq_principals_name'))
+    sa.UniqueConstraint('name', name=op.f('uq_principals_name')),
+    sqlite_autoincrement=True,
     )
     op.create_table('registered_models',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -88,7 +91,8 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('created_by', sa.String(length=256), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_registered_models')),
-    sa.UniqueConstraint('name', name=op.f('uq_registered_models_name'))
+    sa.UniqueConstraint('name', name=op.f('uq_registered_models_name')),
+    sqlite_autoincrement=True,
     )
     op.create_table('api_tokens',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -104,7 +108,8 @@ def upgrade() -> None:
     sa.Column('last_used_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['principal_id'], ['principals.id'], name=op.f('fk_api_tokens_principal_id_principals')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
-    sa.UniqueConstraint('secret_hash', name=op.f('uq_api_tokens_secret_hash'))
+    sa.UniqueConstraint('secret_hash', name=op.f('uq_api_tokens_secret_hash')),
+    sqlite_autoincrement=True,
     )
     op.create_table('model_aliases',
     sa.Column('model_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -131,7 +136,8 @@ def upgrade() -> None:
     sa.Column('created_by', sa.String(length=256), nullable=False),
     sa.ForeignKeyConstraint(['model_id'], ['registered_models.id'], name=op.f('fk_model_versions_model_id_registered_models'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_model_versions')),
-    sa.UniqueConstraint('model_id', 'version', name='uq_model_versions_model_id_version')
+    sa.UniqueConstraint('model_id', 'version', name='uq_model_versions_model_id_version'),
+    sqlite_autoincrement=True,
     )
     with op.batch_alter_table('model_versions', schema=None) as batch_op:
         batch_op.create_index('ix_model_versions_model_id_run_id', ['model_id', 'run_id'], unique=False)
