@@ -7,13 +7,16 @@ from typing import Annotated, Any
 from litestar import Request
 from litestar.params import PathParameter
 
+from registry.api.schemas import MODEL_NAME_PATTERN, NO_NUL
 from registry.services.commands import MISSING
 from registry.services.ports import Actor, UnitOfWork
 
-ModelPath = Annotated[str, PathParameter(min_length=1, max_length=256,
+# A path that cannot be a model name is a 400 on both backends, not a lookup.
+ModelPath = Annotated[str, PathParameter(min_length=1, max_length=256, pattern=MODEL_NAME_PATTERN,
                                          description="model name, percent-encoded")]
 VersionPath = Annotated[int, PathParameter(ge=1, le=2**31 - 1, description="version number")]
-AliasPath = Annotated[str, PathParameter(min_length=1, max_length=255, description="alias name")]
+AliasPath = Annotated[str, PathParameter(min_length=1, max_length=255, pattern=NO_NUL,
+                                         description="alias name")]
 
 
 def actor(request: Request[Any, Any, Any]) -> Actor:

@@ -73,8 +73,9 @@ def http_error_handler(request: Request, exc: HTTPException) -> Response[Problem
                        exc.headers)
     if exc.status_code >= 500:
         return internal_error_handler(request, exc)
-    code = "validation_error" if exc.status_code == 400 else "http_error"
-    return problem(exc.status_code, code, "Request failed", str(exc.detail), request, exc.headers)
+    if exc.status_code == 400:  # e.g. a body that is not JSON: one type, one title
+        return problem(400, "validation_error", "Invalid request", str(exc.detail), request, exc.headers)
+    return problem(exc.status_code, "http_error", "Request failed", str(exc.detail), request, exc.headers)
 
 
 def internal_error_handler(request: Request, exc: Exception) -> Response[Problem]:

@@ -15,7 +15,7 @@ from registry.api import schemas
 # Request bodies and the maps in them whose keys are constrained (1..250 characters).
 _STRICT = [cls.__name__ for cls in (*schemas.Request.__subclasses__(), schemas.DatasetBody)]
 _KEYED_MAPS = {"tags", "metrics"}
-_KEY = Schema(type=OpenAPIType.STRING, min_length=1, max_length=250)
+_KEY = Schema(type=OpenAPIType.STRING, min_length=1, max_length=250, pattern=schemas.NO_NUL)
 
 
 def _constrain_keys(schema: Schema) -> None:

@@ -14,14 +14,17 @@ from registry.domain.model import ModelVersion, RegisteredModel
 # at either end. The domain checks the same rule for every caller.
 # `(?![\s\S])` ends the match at the very end: Python's `$` also matches before a final newline,
 # and `\Z` is not in the ECMA dialect OpenAPI documents use.
-MODEL_NAME_PATTERN = r"^(?!\.\.?(?![\s\S]))[^/:\x00-\x1f\x7f\s](?:[^/:\x00-\x1f\x7f]*[^/:\x00-\x1f\x7f\s])?(?![\s\S])"
+MODEL_NAME_PATTERN = r"^(?!\.\.?(?![\s\S]))[^/:\x00-\x1f\x7f-\x9f\s](?:[^/:\x00-\x1f\x7f-\x9f]*[^/:\x00-\x1f\x7f-\x9f\s])?(?![\s\S])"
 ModelName = Annotated[str, Meta(min_length=1, max_length=256, pattern=MODEL_NAME_PATTERN,
                                 description="1-256 characters; not '.' or '..'; no '/', ':' or control "
                                             "characters; no white space at either end")]
-Text = Annotated[str, Meta(max_length=5000)]
-TagMap = Annotated[dict[Annotated[str, Meta(min_length=1, max_length=250)], Annotated[str, Meta(max_length=5000)]],
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, Meta(max_length=5000, pattern=NO_NUL)]
+Key = Annotated[str, Meta(min_length=1, max_length=250, pattern=NO_NUL)]
+TagValue = Annotated[str, Meta(max_length=5000, pattern=NO_NUL)]
+TagMap = Annotated[dict[Key, TagValue],
                    Meta(description="string keys to string values")]
-MetricMap = Annotated[dict[Annotated[str, Meta(min_length=1, max_length=250)], float],
+MetricMap = Annotated[dict[Key, float],
                       Meta(description="metric names to finite numbers")]
 StageName = Annotated[str, Meta(pattern="^(none|staging|production|archived)$",
                                 description="none, staging, production or archived")]
@@ -42,18 +45,19 @@ class UpdateModelRequest(Request):
     """JSON merge patch: absent fields stay, a null tag value removes that tag."""
 
     description: Text | None | UnsetType = UNSET
-    tags: dict[Annotated[str, Meta(min_length=1, max_length=250)], Annotated[str, Meta(max_length=5000)] | None] | None | UnsetType = UNSET
+    tags: dict[Key, TagValue | None] | None | UnsetType = UNSET
 
 
 class DatasetBody(Struct, forbid_unknown_fields=True, omit_defaults=True):
-    namespace: Annotated[str, Meta(min_length=1, max_length=1024)]
-    name: Annotated[str, Meta(min_length=1, max_length=1024)]
-    version: Annotated[str, Meta(max_length=256)] | None = None
+    namespace: Annotated[str, Meta(min_length=1, max_length=1024, pattern=NO_NUL)]
+    name: Annotated[str, Meta(min_length=1, max_length=1024, pattern=NO_NUL)]
+    version: Annotated[str, Meta(max_length=256, pattern=NO_NUL)] | None = None
 
 
 class RegisterVersionRequest(Request):
-    source: Annotated[str, Meta(min_length=1, max_length=5000, description="where the artifacts are")]
-    run_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    source: Annotated[str, Meta(min_length=1, max_length=5000, pattern=NO_NUL,
+                                description="where the artifacts are")]
+    run_id: Annotated[str, Meta(min_length=1, max_length=256, pattern=NO_NUL)] | None = None
     description: Text = ""
     tags: TagMap = {}
     metrics: MetricMap = {}
@@ -64,13 +68,13 @@ class UpdateVersionRequest(Request):
     """JSON merge patch of description, tags and (only while the stage is `none`) metrics."""
 
     description: Text | None | UnsetType = UNSET
-    tags: dict[Annotated[str, Meta(min_length=1, max_length=250)], Annotated[str, Meta(max_length=5000)] | None] | None | UnsetType = UNSET
-    metrics: dict[Annotated[str, Meta(min_length=1, max_length=250)], float | None] | None | UnsetType = UNSET
+    tags: dict[Key, TagValue | None] | None | UnsetType = UNSET
+    metrics: dict[Key, float | None] | None | UnsetType = UNSET
 
 
 class TransitionRequest(Request):
     to_stage: StageName
-    comment: Annotated[str, Meta(max_length=5000)] | None = None
+    comment: Text | None = None
     expected_stage: StageName | None = None
     expected_production_version: VersionNumber | None | UnsetType = UNSET
 

@@ -12,7 +12,7 @@ from registry.domain.errors import ValidationError
 from registry.domain.stages import Stage
 
 MAX_VERSION = 2**31 - 1
-_FORBIDDEN_NAME_CHARS = re.compile(r"[/:\x00-\x1f\x7f]")
+_FORBIDDEN_NAME_CHARS = re.compile(r"[/:\x00-\x1f\x7f-\x9f]")  # C0 and C1 controls
 _ALIAS = re.compile(r"^[A-Za-z0-9_\-]{1,255}$")
 _RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
 MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TEXT = 250, 5000, 5000

@@ -132,7 +132,9 @@ class SqlRepository:
                           limit: int) -> list[RegisteredModel]:
         stmt = select(*_MODEL_COLS).order_by(models_t.c.name).limit(limit)
         if name_prefix:
-            stmt = stmt.where(models_t.c.name.startswith(name_prefix, autoescape=True))
+            # LIKE narrows (and uses the index); substr keeps it exact where LIKE ignores case.
+            stmt = stmt.where(models_t.c.name.startswith(name_prefix, autoescape=True),
+                              func.substr(models_t.c.name, 1, len(name_prefix)) == name_prefix)
         if after is not None:
             stmt = stmt.where(models_t.c.name > after)
         return [_model(r) for r in await self.conn.execute(stmt)]

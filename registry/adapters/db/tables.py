@@ -33,6 +33,10 @@ metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 
+# Model names order and match bytewise on both backends (SQLite's BINARY; "C" on PostgreSQL,
+# where a prefix LIKE can then use the unique index).
+Name = String(256).with_variant(String(256, collation="C"), "postgresql")
+
 # 64-bit keys on PostgreSQL; SQLite autoincrements only an INTEGER PRIMARY KEY.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -75,7 +79,7 @@ class ModelRow(SQLModel, table=True):
     __table_args__ = AUTOINCREMENT
 
     id: int | None = _id()
-    name: str = Field(sa_column=Column(String(256), nullable=False, unique=True))
+    name: str = Field(sa_column=Column(Name, nullable=False, unique=True))
     description: str = Field(sa_column=Column(Text, nullable=False, server_default=""))
     tags: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
     # Counter from which version numbers are allocated: never reused, even after a failure.

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from registry.adapters.db.repository import SqlRepository
 from registry.adapters.db.tables import audit_t, chains_t, outbox_t
-from registry.domain.errors import ConflictError, RegistryError, UnavailableError
+from registry.domain.errors import ConflictError, RegistryError, UnavailableError, ValidationError
 from registry.domain.events import Change, SystemChange
 from registry.domain.model import RegisteredModel
 from registry.services.audit import SYSTEM_CHAIN, canonical, chain_hash, model_chain
@@ -150,6 +150,9 @@ class SqlUnitOfWork:
 
 def translate_db_error(exc: BaseException) -> RegistryError | None:
     """A database failure as the domain error a client can act on; None if it is a bug."""
+    if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == "22021":
+        # Backstop: PostgreSQL text cannot hold U+0000 (character_not_in_repertoire).
+        return ValidationError("text must not contain the NUL character (U+0000)")
     if isinstance(exc, IntegrityError):
         return ConflictError("the change conflicts with the current state of the registry; retry")
     if isinstance(exc, (OperationalError, InterfaceError, OSError, ConnectionError)):

@@ -9,10 +9,11 @@ from litestar.params import QueryParameter
 
 from registry.api.deps import reader
 from registry.api.errors import problem_responses
-from registry.api.schemas import AuditEntry, AuditList, AuditVerification, Event, EventList
+from registry.api.schemas import MODEL_NAME_PATTERN, AuditEntry, AuditList, AuditVerification, Event, EventList
 from registry.services import audit
 
-ModelQuery = Annotated[str | None, QueryParameter(min_length=1, max_length=256, description="model name")]
+ModelQuery = Annotated[str | None, QueryParameter(min_length=1, max_length=256, pattern=MODEL_NAME_PATTERN,
+                                                  description="model name")]
 
 
 class AuditController(Controller):
@@ -36,7 +37,8 @@ class AuditController(Controller):
 
     @get("/events", operation_id="listEvents", responses=problem_responses(400, 404))
     async def list_events(self, request: Request[Any, Any, Any],
-                     model: Annotated[str, QueryParameter(min_length=1, max_length=256)],
+                     model: Annotated[str, QueryParameter(min_length=1, max_length=256,
+                                                          pattern=MODEL_NAME_PATTERN)],
                      after: Annotated[int | None, QueryParameter(ge=0, le=2**62, description="a sequence")] = None,
                      limit: Annotated[int | None, QueryParameter(ge=1, le=1000)] = None) -> EventList:
         """One model's outbox events in `sequence` order (gap-free). Pass `next_cursor` as

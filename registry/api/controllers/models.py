@@ -9,7 +9,7 @@ from litestar.params import JSONBody, QueryParameter
 
 from registry.api.deps import ModelPath, given, reader, writer
 from registry.api.errors import problem_responses
-from registry.api.schemas import CreateModelRequest, ModelList, ModelResponse, UpdateModelRequest
+from registry.api.schemas import NO_NUL, CreateModelRequest, ModelList, ModelResponse, UpdateModelRequest
 from registry.services import models as svc
 from registry.services.commands import CreateModel, DeleteModel, UpdateModel
 
@@ -29,7 +29,7 @@ class ModelController(Controller):
 
     @get("/", operation_id="listModels", responses=problem_responses(400))
     async def list_models(self, request: Request[Any, Any, Any], limit: Limit = None, cursor: Cursor = None,
-                   name_prefix: Annotated[str | None, QueryParameter(max_length=256)] = None) -> ModelList:
+                   name_prefix: Annotated[str | None, QueryParameter(max_length=256, pattern=NO_NUL)] = None) -> ModelList:
         """Models ordered by name, a page at a time."""
         result = await svc.list_models(name_prefix, cursor, limit, reader(request))
         return ModelList([ModelResponse.of(m) for m in result.items], result.next_cursor)

@@ -11,6 +11,7 @@ from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParam
 from registry.api.deps import AliasPath, ModelPath, VersionPath, given, reader, writer
 from registry.api.errors import problem_responses
 from registry.api.schemas import (
+    NO_NUL,
     AliasResponse,
     ModelVersionList,
     ModelVersionResponse,
@@ -63,7 +64,7 @@ class VersionController(Controller):
     async def list(
         self, request: Request[Any, Any, Any], name: ModelPath,
         stage: Annotated[str | None, QueryParameter(pattern="^(none|staging|production|archived)$")] = None,
-        run_id: Annotated[str | None, QueryParameter(max_length=256)] = None,
+        run_id: Annotated[str | None, QueryParameter(max_length=256, pattern=NO_NUL)] = None,
         tag: Annotated[list[str] | None, QueryParameter(description="key:value, repeatable")] = None,
         limit: Annotated[int | None, QueryParameter(ge=1, le=1000)] = None,
         cursor: Annotated[str | None, QueryParameter(max_length=2048)] = None,

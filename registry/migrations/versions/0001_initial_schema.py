@@ -83,7 +83,7 @@ def upgrade() -> None:
     )
     op.create_table('registered_models',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
-    sa.Column('name', sa.String(length=256), nullable=False),
+    sa.Column('name', sa.String(length=256).with_variant(sa.String(length=256, collation='C'), 'postgresql'), nullable=False),
     sa.Column('description', sa.Text(), server_default='', nullable=False),
     sa.Column('tags', sa.JSON(), nullable=False),
     sa.Column('last_version', sa.Integer(), server_default='0', nullable=False),
