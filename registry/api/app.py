@@ -13,8 +13,8 @@ from registry.api.controllers.health import healthz, readyz
 from registry.api.controllers.models import ModelController
 from registry.api.controllers.versions import VersionController
 from registry.api.errors import EXCEPTION_HANDLERS
-from registry.api.openapi import tighten
 from registry.api.middleware import RequestIdMiddleware, TokenAuthMiddleware
+from registry.api.openapi import tighten
 from registry.bootstrap import Container, build
 from registry.config import Settings
 from registry.log import configure

@@ -14,7 +14,7 @@ from registry.domain.model import ModelVersion, RegisteredModel
 # at either end. The domain checks the same rule for every caller.
 # `(?![\s\S])` ends the match at the very end: Python's `$` also matches before a final newline,
 # and `\Z` is not in the ECMA dialect OpenAPI documents use.
-MODEL_NAME_PATTERN = r"^(?!\.\.?(?![\s\S]))[^/:\x00-\x1f\x7f-\x9f\s](?:[^/:\x00-\x1f\x7f-\x9f]*[^/:\x00-\x1f\x7f-\x9f\s])?(?![\s\S])"
+MODEL_NAME_PATTERN = r"^(?!\.\.?(?![\s\S]))[^/:\x00-\x1f\x7f-\x9f\s](?:[^/:\x00-\x1f\x7f-\x9f]*[^/:\x00-\x1f\x7f-\x9f\s])?(?![\s\S])"  # noqa: E501
 ModelName = Annotated[str, Meta(min_length=1, max_length=256, pattern=MODEL_NAME_PATTERN,
                                 description="1-256 characters; not '.' or '..'; no '/', ':' or control "
                                             "characters; no white space at either end")]

@@ -14,7 +14,7 @@ from transitions import Machine, MachineError
 from registry.domain.errors import InvalidTransitionError, ValidationError
 
 
-class Stage(str, enum.Enum):
+class Stage(enum.StrEnum):
     NONE = "none"
     STAGING = "staging"
     PRODUCTION = "production"
@@ -30,7 +30,7 @@ class Stage(str, enum.Enum):
             ) from None
 
 
-class Trigger(str, enum.Enum):
+class Trigger(enum.StrEnum):
     SUBMIT = "submit"
     PROMOTE = "promote"
     ARCHIVE = "archive"

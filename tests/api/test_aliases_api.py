@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
 from tests.api.helpers import (
-    api_client,
     assert_problem,
     audit,
     create_model,
@@ -17,13 +14,6 @@ from tests.api.helpers import (
     register,
     seg,
 )
-from tests.support import Server
-
-
-@pytest.fixture(scope="module")
-def c(server: Server) -> Iterator[httpx.Client]:
-    with api_client(server) as client:
-        yield client
 
 
 def alias_events(c: httpx.Client, name: str) -> list[tuple[str, int | None, int | None]]:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.api.helpers import (
-    api_client,
     assert_problem,
     assert_utc,
     audit,
@@ -24,13 +22,6 @@ from tests.api.helpers import (
 )
 from tests.conftest import unique
 from tests.support import Server
-
-
-@pytest.fixture(scope="module")
-def c(server: Server) -> Iterator[httpx.Client]:
-    with api_client(server) as client:
-        yield client
-
 
 # Every operation of the table, with a body that would be valid.
 ENDPOINTS = [
@@ -116,7 +107,8 @@ def test_authentication_comes_before_validation_and_writes_nothing(server: Serve
 
 @pytest.mark.parametrize(("method", "path", "body"),
                          [e for e in ENDPOINTS if "/models/x" in e[1] or "model=x" in e[1]],
-                         ids=[i for i, e in zip(IDS, ENDPOINTS) if "/models/x" in e[1] or "model=x" in e[1]])
+                         ids=[i for i, e in zip(IDS, ENDPOINTS, strict=True)
+                              if "/models/x" in e[1] or "model=x" in e[1]])
 def test_every_model_endpoint_is_404_for_a_missing_model(c: httpx.Client, method: str, path: str,
                                                          body: dict | None) -> None:
     missing = unique("missing")

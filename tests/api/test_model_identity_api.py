@@ -4,20 +4,11 @@ chains"). On its own server, because a failure here poisons every later create."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
-import pytest
 
-from tests.api.helpers import api_client, audit, chain_of, create_model, events, register
+from tests.api.helpers import audit, chain_of, create_model, events, register
 from tests.conftest import unique
 from tests.support import Server
-
-
-@pytest.fixture(scope="module")
-def c(server: Server) -> Iterator[httpx.Client]:
-    with api_client(server) as client:
-        yield client
 
 
 def test_deleting_the_newest_model_does_not_block_the_next_create(server: Server,

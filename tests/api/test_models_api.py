@@ -4,7 +4,6 @@ merge-patch updates and deletion."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -12,7 +11,6 @@ from sqlalchemy import func, select
 
 from tests.api.helpers import (
     aliases_t,
-    api_client,
     assert_problem,
     assert_utc,
     audit,
@@ -29,12 +27,6 @@ from tests.api.helpers import (
 )
 from tests.conftest import unique
 from tests.support import Server
-
-
-@pytest.fixture(scope="module")
-def c(server: Server) -> Iterator[httpx.Client]:
-    with api_client(server) as client:
-        yield client
 
 
 def list_all(c: httpx.Client, limit: int, **params: str) -> tuple[list[str], int]:

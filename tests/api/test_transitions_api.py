@@ -4,15 +4,12 @@ promotion writes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 from sqlalchemy import select
 
 from tests.api.helpers import (
     GENESIS,
-    api_client,
     assert_problem,
     assert_utc,
     audit,
@@ -42,12 +39,6 @@ ROUTE = {
     "production": ["staging", "production"],
     "archived": ["archived"],
 }
-
-
-@pytest.fixture(scope="module")
-def c(server: Server) -> Iterator[httpx.Client]:
-    with api_client(server) as client:
-        yield client
 
 
 def post(c: httpx.Client, name: str, version: int, body: dict, **headers: str) -> httpx.Response:
@@ -359,7 +350,7 @@ def test_a_promotion_writes_exactly_the_expected_rows(server: Server, c: httpx.C
         (8, "model_version.stage_changed", 2),   # ... before v2 is promoted, in one transaction
     ]
     assert audit_rows[0].prev_hash == GENESIS
-    for prev, row in zip(audit_rows, audit_rows[1:]):
+    for prev, row in zip(audit_rows, audit_rows[1:], strict=False):
         assert row.prev_hash == prev.hash
     promotion = audit_rows[-2:]
     assert {a.request_id for a in promotion} == {"rows-req-1"}

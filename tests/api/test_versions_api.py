@@ -3,13 +3,10 @@ metrics freeze after `none`, and version bounds in paths."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
 from tests.api.helpers import (
-    api_client,
     assert_problem,
     assert_utc,
     create_model,
@@ -17,13 +14,6 @@ from tests.api.helpers import (
     move,
     register,
 )
-from tests.support import Server
-
-
-@pytest.fixture(scope="module")
-def c(server: Server) -> Iterator[httpx.Client]:
-    with api_client(server) as client:
-        yield client
 
 
 def versions_of(c: httpx.Client, name: str, params: list[tuple[str, str | int]] | None = None) -> list[int]:

@@ -11,7 +11,6 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from registry.domain.errors import AlreadyExistsError, NotFoundError
 from registry.domain.events import Change, SystemChange

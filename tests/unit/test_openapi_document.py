@@ -32,7 +32,7 @@ def test_every_api_operation_declares_its_problem_responses() -> None:
 def test_version_path_parameters_are_bounded() -> None:
     doc = json.loads(COMMITTED.read_text())
     seen = 0
-    for path, ops in doc["paths"].items():
+    for _path, ops in doc["paths"].items():
         for op in ops.values():
             for param in op.get("parameters", []):
                 if param["in"] == "path" and param["name"] == "version":

@@ -48,7 +48,7 @@ class SqlUnitOfWork:
         self._write_lock = write_lock if write else None
         self._conn: AsyncConnection | None = None
         self._now: datetime | None = None
-        self._pending: dict[str, list[tuple[int | None, Change | SystemChange]]] = defaultdict(list)
+        self._pending: dict[str, list[Change | SystemChange]] = defaultdict(list)
         self.repo: SqlRepository
 
     async def __aenter__(self) -> SqlUnitOfWork:
@@ -90,10 +90,10 @@ class SqlUnitOfWork:
 
     def record(self, model: RegisteredModel | int, change: Change) -> None:
         model_id = model if isinstance(model, int) else model.id
-        self._pending[model_chain(model_id)].append((model_id, change))
+        self._pending[model_chain(model_id)].append(change)
 
     def record_system(self, change: SystemChange) -> None:
-        self._pending[SYSTEM_CHAIN].append((None, change))
+        self._pending[SYSTEM_CHAIN].append(change)
 
     def next_sequence(self, model: RegisteredModel) -> int:
         chain = model_chain(model.id)
@@ -108,7 +108,7 @@ class SqlUnitOfWork:
         heads = []
         for chain, changes in self._pending.items():
             head = self.repo.heads.get(chain) or await self.repo.lock_chain(chain)
-            for model_id, change in changes:
+            for change in changes:
                 head.audit_seq += 1
                 action = change.action if isinstance(change, SystemChange) else change.type
                 model = None if isinstance(change, SystemChange) else change.model

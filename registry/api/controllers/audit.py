@@ -9,7 +9,14 @@ from litestar.params import QueryParameter
 
 from registry.api.deps import reader
 from registry.api.errors import problem_responses
-from registry.api.schemas import MODEL_NAME_PATTERN, AuditEntry, AuditList, AuditVerification, Event, EventList
+from registry.api.schemas import (
+    MODEL_NAME_PATTERN,
+    AuditEntry,
+    AuditList,
+    AuditVerification,
+    Event,
+    EventList,
+)
 from registry.services import audit
 
 ModelQuery = Annotated[str | None, QueryParameter(min_length=1, max_length=256, pattern=MODEL_NAME_PATTERN,

@@ -28,8 +28,10 @@ class ModelController(Controller):
         return ModelResponse.of(model)
 
     @get("/", operation_id="listModels", responses=problem_responses(400))
-    async def list_models(self, request: Request[Any, Any, Any], limit: Limit = None, cursor: Cursor = None,
-                   name_prefix: Annotated[str | None, QueryParameter(max_length=256, pattern=NO_NUL)] = None) -> ModelList:
+    async def list_models(
+        self, request: Request[Any, Any, Any], limit: Limit = None, cursor: Cursor = None,
+        name_prefix: Annotated[str | None, QueryParameter(max_length=256, pattern=NO_NUL)] = None,
+    ) -> ModelList:
         """Models ordered by name, a page at a time."""
         result = await svc.list_models(name_prefix, cursor, limit, reader(request))
         return ModelList([ModelResponse.of(m) for m in result.items], result.next_cursor)
