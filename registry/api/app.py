@@ -6,6 +6,7 @@ from litestar import Litestar, Router
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme, Server
+from litestar.routes import HTTPRoute
 
 import registry
 from registry.api.controllers.audit import AuditController
@@ -41,6 +42,17 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
+def _fix_default_options(app: Litestar) -> None:
+    """Litestar 2 (litestar-org/litestar#4169, fixed only in v3): the default OPTIONS handler of a
+    path served by several handlers answers with the methods of the first route built for that
+    path (`Allow: OPTIONS, POST` on /api/v1/models). Point each one at its final route."""
+    for route in app.routes:
+        if isinstance(route, HTTPRoute) and "OPTIONS" in route.route_handler_map:
+            for cell in route.route_handler_map["OPTIONS"][0].fn.__closure__ or ():
+                if isinstance(cell.cell_contents, HTTPRoute):
+                    cell.cell_contents = route
+
+
 def create_app(container: Container) -> Litestar:
     api = Router(
         path="/api/v1",
@@ -60,6 +72,7 @@ def create_app(container: Container) -> Litestar:
         debug=False,
     )
     app.state.container = container
+    _fix_default_options(app)
     tighten(app.openapi_schema)  # cached: /schema serves the tightened document too
     return app
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from litestar import Request
 from litestar.params import PathParameter
 
-from registry.api.schemas import MODEL_NAME_PATTERN, NO_NUL
+from registry.api.schemas import ALIAS_PATTERN, MODEL_NAME_PATTERN
 from registry.services.commands import MISSING
 from registry.services.ports import Actor, UnitOfWork
 
@@ -15,7 +15,7 @@ from registry.services.ports import Actor, UnitOfWork
 ModelPath = Annotated[str, PathParameter(min_length=1, max_length=256, pattern=MODEL_NAME_PATTERN,
                                          description="model name, percent-encoded")]
 VersionPath = Annotated[int, PathParameter(ge=1, le=2**31 - 1, description="version number")]
-AliasPath = Annotated[str, PathParameter(min_length=1, max_length=255, pattern=NO_NUL,
+AliasPath = Annotated[str, PathParameter(min_length=1, max_length=255, pattern=ALIAS_PATTERN,
                                          description="alias name")]
 
 

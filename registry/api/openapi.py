@@ -18,13 +18,34 @@ _KEYED_MAPS = {"tags", "metrics"}
 _KEY = Schema(type=OpenAPIType.STRING, min_length=1, max_length=250, pattern=schemas.NO_NUL)
 
 
-def _constrain_keys(schema: Schema) -> None:
+def _constrain_tag_value(schema: object) -> None:
+    """What `TagValue` enforces (Litestar documents neither bound of a map's values)."""
+    if isinstance(schema, Schema):
+        for option in schema.one_of or [schema]:   # nullable in merge patches
+            if isinstance(option, Schema) and option.type == OpenAPIType.STRING:
+                option.max_length, option.pattern = 5000, schemas.NO_NUL
+
+
+def _constrain_keys(schema: Schema, prop_name: str) -> None:
     if schema.one_of:
         for option in schema.one_of:
             if isinstance(option, Schema):
-                _constrain_keys(option)
+                _constrain_keys(option, prop_name)
     elif schema.type == OpenAPIType.OBJECT and schema.additional_properties is not None:
         schema.property_names = _KEY
+        if prop_name == "tags":
+            _constrain_tag_value(schema.additional_properties)
+
+
+def _constrain_tag_filters(document: OpenAPI) -> None:
+    """Each `tag` query value is `key:value`, as the service requires (400 otherwise)."""
+    for item in (document.paths or {}).values():
+        for operation in (item.get, item.post, item.put, item.patch, item.delete):
+            for parameter in (operation.parameters or []) if operation else []:
+                if getattr(parameter, "name", None) == "tag" and isinstance(parameter.schema, Schema):
+                    for option in parameter.schema.one_of or [parameter.schema]:
+                        if isinstance(option, Schema) and isinstance(option.items, Schema):
+                            option.items.pattern = schemas.TAG_FILTER
 
 
 def tighten(document: OpenAPI) -> OpenAPI:
@@ -36,7 +57,8 @@ def tighten(document: OpenAPI) -> OpenAPI:
         schema.additional_properties = False
         for prop_name, prop in (schema.properties or {}).items():
             if prop_name in _KEYED_MAPS and isinstance(prop, Schema):
-                _constrain_keys(prop)
+                _constrain_keys(prop, prop_name)
+    _constrain_tag_filters(document)
     return document
 
 

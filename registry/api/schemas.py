@@ -19,6 +19,9 @@ ModelName = Annotated[str, Meta(min_length=1, max_length=256, pattern=MODEL_NAME
                                 description="1-256 characters; not '.' or '..'; no '/', ':' or control "
                                             "characters; no white space at either end")]
 NO_NUL = r"^[^\x00]*$"
+# The domain's alias rule: letters, digits, '_' and '-'; 'latest' and 'v<digits>' reserved, any case.
+ALIAS_PATTERN = r"^(?![Ll][Aa][Tt][Ee][Ss][Tt](?![\s\S]))(?![Vv][0-9]+(?![\s\S]))[A-Za-z0-9_-]{1,255}(?![\s\S])"
+TAG_FILTER = r"^[^:\x00]+:[^\x00]*$"   # a `tag` query value: key:value, the key not empty
 Text = Annotated[str, Meta(max_length=5000, pattern=NO_NUL)]
 Key = Annotated[str, Meta(min_length=1, max_length=250, pattern=NO_NUL)]
 TagValue = Annotated[str, Meta(max_length=5000, pattern=NO_NUL)]

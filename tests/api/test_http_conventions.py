@@ -292,3 +292,15 @@ def test_a_request_id_of_128_characters_is_kept(c: httpx.Client) -> None:
     assert r.status_code == 201, r.text
     assert r.headers["x-request-id"] == rid
     assert audit(c, r.json()["name"])[0]["request_id"] == rid
+
+
+@pytest.mark.parametrize(("path", "methods"), [
+    ("/models", {"GET", "POST", "OPTIONS"}),
+    ("/models/x", {"GET", "PATCH", "DELETE", "OPTIONS"}),
+    ("/models/x/versions/1/transitions", {"GET", "POST", "OPTIONS"}),
+    ("/models/x/aliases/champion", {"GET", "PUT", "DELETE", "OPTIONS"}),
+])
+def test_options_lists_every_method_of_the_path(c: httpx.Client, path: str, methods: set[str]) -> None:
+    r = c.options(path)
+    assert r.status_code == 204
+    assert {m.strip() for m in r.headers["allow"].split(",")} == methods

@@ -46,7 +46,9 @@ class AuditController(Controller):
     async def list_events(self, request: Request[Any, Any, Any],
                      model: Annotated[str, QueryParameter(min_length=1, max_length=256,
                                                           pattern=MODEL_NAME_PATTERN)],
-                     after: Annotated[int | None, QueryParameter(ge=0, le=2**62, description="a sequence")] = None,
+                     # Litestar 2 leaves a falsy bound (`ge=0`) out of the document: state it again.
+                     after: Annotated[int | None, QueryParameter(ge=0, le=2**62, description="a sequence",
+                                                                 schema_extra={"minimum": 0})] = None,
                      limit: Annotated[int | None, QueryParameter(ge=1, le=1000)] = None) -> EventList:
         """One model's outbox events in `sequence` order (gap-free). Pass `next_cursor` as
         `after` to read on."""

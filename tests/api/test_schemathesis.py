@@ -1,0 +1,380 @@
+"""Schemathesis over every operation of the committed OpenAPI document, against a real server.
+
+The run is authenticated as admin and works on seeded data: before the fuzzing starts, a few models
+with versions in every stage and three aliases are created through the API, and every generated path
+parameter is, three times in four, replaced by a seeded value (a model, a version of it, an alias, a
+stage), so that every operation reaches its 2xx branch as well as its refusals. ``deleteModel`` is
+steered to disposable names created just before the call, and the aliases are put back before the
+alias reads and deletes, so no operation destroys what the next one needs.
+
+Checks: every built-in response check of schemathesis 4 (``not_a_server_error``,
+``status_code_conformance``, ``content_type_conformance``, ``response_schema_conformance``,
+``response_headers_conformance``, ``positive_data_acceptance``, ``negative_data_rejection``, …).
+The refusals that are correct for well-formed requests are declared per operation in ``EXPECTED``
+(``positive_data_acceptance`` then accepts them); any 5xx is always a failure.
+
+Each operation also gets one explicit example (``HAPPY_PATHS``) on a model of its own, which must
+answer 2xx. The statuses seen are recorded per backend and operation;
+``test_every_operation_returned_2xx`` (which runs after the fuzzing of its backend, as pytest keeps
+file order within a module-scoped parameter) fails when an operation never answered 2xx, and prints
+the summary: operations, cases generated, failing operations.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import strategies as st
+from schemathesis.generation.value import GeneratedValue
+from schemathesis.openapi.checks import RejectedPositiveData
+
+from tests.support import REPO, Server
+
+DOCUMENT = REPO / "openapi" / "openapi.json"
+
+# Correct refusals of a well-formed request, per operation (besides its 2xx). Anything else a
+# positive case gets back is a failure: a 400 means the document is looser than the server.
+EXPECTED: dict[str, list[str]] = {
+    "healthz": [],
+    "readyz": [],
+    "listModels": [],
+    "createModel": ["409"],
+    "getModel": ["404"],
+    "updateModel": ["404"],
+    "deleteModel": ["404", "409"],
+    "registerModelVersion": ["404"],
+    "listModelVersions": ["404"],
+    "getModelVersion": ["404"],
+    "updateModelVersion": ["404", "409", "412"],
+    "transitionModelVersion": ["404", "409", "412", "422"],
+    "getStageHistory": ["404"],
+    "getVersionsInStage": ["404"],
+    "setAlias": ["404"],
+    "getAlias": ["404"],
+    "deleteAlias": ["404"],
+    "listAudit": ["404"],
+    "verifyAudit": ["404"],
+    "listEvents": ["404"],
+}
+
+CONFIG = schemathesis.Config.from_dict({
+    "seed": 20260602,
+    "suppress-health-check": ["filter_too_much", "too_slow", "data_too_large"],
+    "generation": {"max-examples": 50, "deterministic": True, "database": "none"},
+    "operations": [
+        {"include-operation-id": op,
+         "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", *refusals]}}}
+        for op, refusals in EXPECTED.items()
+    ],
+})
+
+schema = schemathesis.openapi.from_path(DOCUMENT, config=CONFIG)
+
+# The seeded world. Each server has its own database, so fixed names are safe. Fuzzing is steered
+# to MODELS and ALIASES; HAPPY belongs to the explicit examples alone, so its state stays known.
+MODELS = {"st-alpha": 6, "st-beta": 3, "st-gamma": 0}   # name -> number of versions
+ALIASES = {("st-alpha", "champion"): 2, ("st-alpha", "challenger"): 3, ("st-beta", "best"): 1}
+STAGES = ["none", "staging", "production", "archived"]
+DISPOSABLE = "st-disposable-"
+HAPPY = "st-happy"
+EXAMPLE_ID = "st-example-"   # X-Request-ID prefix of the explicit examples (and their log lines)
+
+
+def _seed(server: Server) -> None:
+    with httpx.Client(base_url=server.api, headers=server.headers, timeout=30) as c:
+        def ok(r: httpx.Response) -> None:
+            assert r.is_success, f"{r.request.method} {r.request.url}: {r.status_code} {r.text}"
+
+        for name, versions in {**MODELS, HAPPY: 2}.items():
+            ok(c.post("/models", json={"name": name, "description": "seeded", "tags": {"team": "st"}}))
+            for _ in range(versions):
+                ok(c.post(f"/models/{name}/versions",
+                          json={"source": f"s3://bucket/{name}", "run_id": "run-1",
+                                "tags": {"k": "v"}, "metrics": {"auc": 0.9},
+                                "inputs": [{"namespace": "s3://data", "name": "train"}]}))
+
+        def move(name: str, version: int, *stages: str) -> None:
+            for stage in stages:
+                ok(c.post(f"/models/{name}/versions/{version}/transitions",
+                          json={"to_stage": stage, "comment": "seed"}))
+
+        # st-alpha: v1 archived (was production), v2 production, v3 and v6 staging, v4 and v5 none.
+        move("st-alpha", 1, "staging", "production")
+        move("st-alpha", 2, "staging", "production")
+        move("st-alpha", 3, "staging")
+        move("st-alpha", 6, "staging")
+        move("st-beta", 1, "staging")
+        move(HAPPY, 1, "staging")
+        for (name, alias), version in ALIASES.items():
+            ok(c.put(f"/models/{name}/aliases/{alias}", json={"version": version}))
+
+
+def _versions_of(name: str) -> st.SearchStrategy[int]:
+    return st.integers(min_value=1, max_value=max(MODELS[name], 1))
+
+
+_seeded_name = st.sampled_from([n for n, v in MODELS.items() if v])
+_seeded_model_version = _seeded_name.flatmap(lambda n: st.tuples(st.just(n), _versions_of(n)))
+_seeded_alias = st.sampled_from(sorted(ALIASES))
+
+
+def _steered(operation_id: str, params: set[str]) -> st.SearchStrategy[dict[str, Any]] | None:
+    """Path parameters drawn from the seeded world for one operation."""
+    if operation_id == "deleteModel":
+        return st.integers(min_value=0, max_value=10_000).map(lambda i: {"name": f"{DISPOSABLE}{i}"})
+    if "alias" in params:
+        return _seeded_alias.map(lambda na: {"name": na[0], "alias": na[1]})
+    if "version" in params:
+        return _seeded_model_version.map(lambda nv: {"name": nv[0], "version": nv[1]})
+    if "stage" in params:
+        return st.tuples(_seeded_name, st.sampled_from(STAGES)).map(
+            lambda ns: {"name": ns[0], "stage": ns[1]})
+    if params == {"name"}:
+        return st.sampled_from(sorted(MODELS)).map(lambda n: {"name": n})
+    return None
+
+
+def _either(drawn: st.SearchStrategy, seeded: st.SearchStrategy) -> st.SearchStrategy:
+    return st.sampled_from([False, True, True, True]).flatmap(lambda steer: seeded if steer else drawn)
+
+
+def _steer(strategy: st.SearchStrategy,
+           seeded: Callable[[dict[str, Any]], st.SearchStrategy[dict[str, Any]]]) -> st.SearchStrategy:
+    """Three drawn values in four are replaced by ``seeded(value)``; mutated (negative) ones never are.
+
+    Negative strategies wrap their values in ``GeneratedValue`` with the mutation in ``meta``:
+    overwriting a mutated part would send valid data that the run still believes invalid.
+    """
+    def choose(drawn: Any) -> st.SearchStrategy:
+        if isinstance(drawn, GeneratedValue):
+            if drawn.meta is not None:
+                return st.just(drawn)
+            return _either(st.just(drawn), seeded(drawn.value or {}).map(
+                lambda v: drawn.map_value(lambda _: v)))
+        return _either(st.just(drawn), seeded(drawn or {}))
+
+    return strategy.flatmap(choose)
+
+
+@schema.hook
+def before_generate_path_parameters(context: schemathesis.HookContext,
+                                    strategy: st.SearchStrategy) -> st.SearchStrategy:
+    operation = context.operation
+    assert operation is not None
+    params = {p.name for p in operation.path_parameters}
+    steered = _steered(operation.definition.raw.get("operationId", ""), params)
+    return strategy if steered is None else _steer(strategy, lambda _: steered)
+
+
+@schema.hook
+def before_generate_query(context: schemathesis.HookContext,
+                          strategy: st.SearchStrategy) -> st.SearchStrategy:
+    """``model`` filters (audit, events) name a seeded model three times in four."""
+    operation = context.operation
+    assert operation is not None
+    if not any(p.name == "model" for p in operation.query):
+        return strategy
+    return _steer(strategy, lambda query: st.sampled_from(sorted(MODELS)).map(
+        lambda name: {**query, "model": name}))
+
+
+@schema.hook
+def before_generate_headers(context: schemathesis.HookContext,
+                            strategy: st.SearchStrategy) -> st.SearchStrategy:
+    """Three writes to a version in four go without a (most likely stale) ``If-Match``."""
+    operation = context.operation
+    assert operation is not None
+    if not any(p.name == "If-Match" for p in operation.headers):
+        return strategy
+    return _steer(strategy, lambda headers: st.just(
+        {k: v for k, v in headers.items() if k.lower() != "if-match"}))
+
+
+@schema.hook
+def before_generate_body(context: schemathesis.HookContext,
+                         strategy: st.SearchStrategy) -> st.SearchStrategy:
+    """Three transitions in four ask for a bare target stage, without stale ``expected_*`` fields."""
+    operation = context.operation
+    assert operation is not None
+    if operation.definition.raw.get("operationId") != "transitionModelVersion":
+        return strategy
+    return _steer(strategy, lambda _: st.sampled_from(STAGES).map(lambda s: {"to_stage": s}))
+
+
+# One request per operation that must succeed: on HAPPY, after ``_prepare`` has set the stage.
+HAPPY_PATHS: dict[str, dict[str, Any]] = {
+    "healthz": {},
+    "readyz": {},
+    "listModels": {"query": {"limit": 10, "name_prefix": "st-"}},
+    "createModel": {"body": {"name": f"{HAPPY}-created", "description": "d", "tags": {"k": "v"}}},
+    "getModel": {"path_parameters": {"name": HAPPY}},
+    "updateModel": {"path_parameters": {"name": HAPPY},
+                    "body": {"description": "patched", "tags": {"k": None, "n": "w"}}},
+    "deleteModel": {"path_parameters": {"name": f"{HAPPY}-doomed"}},
+    "registerModelVersion": {"path_parameters": {"name": HAPPY},
+                             "body": {"source": "s3://bucket/happy", "metrics": {"auc": 0.5},
+                                      "inputs": [{"namespace": "s3://data", "name": "train",
+                                                  "version": "7"}]}},
+    "listModelVersions": {"path_parameters": {"name": HAPPY},
+                          "query": {"stage": "none", "tag": ["k:v"], "limit": 5}},
+    "getModelVersion": {"path_parameters": {"name": HAPPY, "version": 1}},
+    "updateModelVersion": {"path_parameters": {"name": HAPPY, "version": 2},
+                           "body": {"description": "patched", "metrics": {"auc": 0.7}}},
+    "transitionModelVersion": {"path_parameters": {"name": HAPPY, "version": 1},
+                               "body": {"to_stage": "production", "expected_stage": "staging",
+                                        "comment": "happy"}},
+    "getStageHistory": {"path_parameters": {"name": HAPPY, "version": 1}},
+    "getVersionsInStage": {"path_parameters": {"name": HAPPY, "stage": "none"}},
+    "setAlias": {"path_parameters": {"name": HAPPY, "alias": "current"}, "body": {"version": 1}},
+    "getAlias": {"path_parameters": {"name": HAPPY, "alias": "current"}},
+    "deleteAlias": {"path_parameters": {"name": HAPPY, "alias": "doomed"}},
+    "listAudit": {"query": {"model": HAPPY, "limit": 5}},
+    "verifyAudit": {"query": {"model": HAPPY}},
+    "listEvents": {"query": {"model": HAPPY, "after": 0, "limit": 5}},
+}
+
+
+@schema.hook
+def before_add_examples(context: schemathesis.HookContext, examples: list[schemathesis.Case]) -> None:
+    operation = context.operation
+    assert operation is not None
+    op = operation.definition.raw.get("operationId")
+    examples.append(operation.Case(headers={"X-Request-ID": f"{EXAMPLE_ID}{op}"}, **HAPPY_PATHS[op]))
+
+
+@schema.hook
+def filter_failure(context: schemathesis.HookContext, failure: Any, case: schemathesis.Case,
+                   response: schemathesis.Response) -> bool:
+    """Keep every failure but one: a cursor this service never issued is refused with 400.
+
+    Cursors are opaque, so no schema can tell a forged one from a real one; the 400 is the correct
+    answer and only that answer, for that reason, is let through (any other 400 still fails).
+    """
+    if isinstance(failure, RejectedPositiveData) and response.status_code == 400:
+        cursor = (case.query or {}).get("cursor")
+        try:
+            problem = response.json()
+        except ValueError:
+            return True
+        return not (cursor is not None and problem.get("code") == "validation_error"
+                    and "cursor" in str(problem.get("detail", "")))
+    return True
+
+
+# backend -> operationId -> Counter(status), for the requests made with the operation's own method
+# (the unsupported-method probes of the coverage phase only count as cases)
+STATUSES: dict[str, dict[str, Counter[int]]] = defaultdict(lambda: defaultdict(Counter))
+CASES: dict[str, Counter[str]] = defaultdict(Counter)
+FAILURES: dict[str, Counter[str]] = defaultdict(Counter)
+
+
+_CLIENTS: dict[str, httpx.Client] = {}
+ADMIN = "Bearer <admin>"   # stands for the token of the server under test until the call
+
+
+@schema.auth(refresh_interval=None)
+class AdminToken:
+    """Every case is authenticated as admin, except the ones whose negative mutation removed or
+    spoilt ``Authorization`` (schemathesis skips the provider for those: 401 expected). Coverage
+    cases are built at collection, before any server exists, so they carry ``ADMIN``, which
+    ``test_api`` swaps for the real token."""
+
+    def get(self, case: schemathesis.Case, context: schemathesis.AuthContext) -> str:
+        return ADMIN
+
+    def set(self, case: schemathesis.Case, data: str, context: schemathesis.AuthContext) -> None:
+        case.headers = case.headers or {}
+        case.headers["Authorization"] = data
+
+
+@pytest.fixture(scope="module")
+def seeded(server: Server) -> Iterator[Server]:
+    _seed(server)
+    with httpx.Client(base_url=server.api, headers=server.headers, timeout=30) as client:
+        _CLIENTS[server.url] = client
+        yield server
+        del _CLIENTS[server.url]
+
+
+def _prepare(case: schemathesis.Case, server: Server) -> None:
+    """Put back what the case is about to consume or change, so each case finds the world it needs:
+    deletes never starve the next operations and the explicit examples always start alike."""
+    op = case.operation.definition.raw.get("operationId")
+    path = case.path_parameters or {}
+    name, alias = str(path.get("name", "")), path.get("alias")
+    c = _CLIENTS[server.url]
+    if op == "deleteModel" and (name.startswith(DISPOSABLE) or name == f"{HAPPY}-doomed"):
+        c.post("/models", json={"name": name})
+    elif op in {"getAlias", "deleteAlias"} and (name, alias) in ALIASES:
+        c.put(f"/models/{name}/aliases/{alias}", json={"version": ALIASES[name, alias]})
+    elif not _is_example(case):
+        return
+    elif op == "createModel":
+        c.delete(f"/models/{HAPPY}-created")
+    elif op in {"getAlias", "deleteAlias"}:
+        c.put(f"/models/{HAPPY}/aliases/{alias}", json={"version": 1})
+    elif op == "transitionModelVersion":   # v1 back to staging, whatever a previous run left
+        stage = c.get(f"/models/{HAPPY}/versions/1").json()["stage"]
+        for target in {"production": ["archived", "staging"], "archived": ["staging"],
+                       "none": ["staging"]}.get(stage, []):
+            c.post(f"/models/{HAPPY}/versions/1/transitions", json={"to_stage": target})
+
+
+def _is_example(case: schemathesis.Case) -> bool:
+    return str((case.headers or {}).get("X-Request-ID", "")).startswith(EXAMPLE_ID)
+
+
+@schema.parametrize()
+def test_api(case: schemathesis.Case, seeded: Server, server_backend: str) -> None:
+    if seeded.process.poll() is not None:
+        pytest.fail(f"the server exited ({seeded.process.returncode}); log tail:\n"
+                    + "\n".join(seeded.log.read_text().splitlines()[-30:]))
+    _prepare(case, seeded)
+    op = case.operation.definition.raw.get("operationId")
+    # Cases are shared by both backends' runs: the token goes in per call, never into the case.
+    admin = _is_example(case) or (case.headers or {}).get("Authorization") == ADMIN
+    transport = {"base_url": seeded.url, "timeout": 30, "headers": seeded.headers if admin else None}
+    response = case.call(**transport)
+    CASES[server_backend][op] += 1
+    if _is_example(case):
+        assert 200 <= response.status_code < 300, (
+            f"explicit example of {op} answered {response.status_code}: {response.text}")
+    if case.method.upper() == case.operation.method.upper():
+        STATUSES[server_backend][op][response.status_code] += 1
+    try:
+        case.validate_response(response, headers=transport["headers"], transport_kwargs=transport)
+    except BaseException:
+        FAILURES[server_backend][op] += 1
+        raise
+
+
+def test_the_server_serves_the_fuzzed_document(seeded: Server) -> None:
+    """The committed document, fuzzed above, is the one the running app serves."""
+    served = httpx.get(seeded.url + "/schema/openapi.json", timeout=30)
+    assert served.status_code == 200
+    assert served.json() == json.loads(DOCUMENT.read_text())
+
+
+def test_every_operation_returned_2xx(server_backend: str, seeded: Server,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs after ``test_api`` for the same backend: every operation answered 2xx at least once."""
+    operations = sorted(EXPECTED)
+    document = json.loads(DOCUMENT.read_text())
+    assert sorted(o["operationId"] for p in document["paths"].values() for o in p.values()) == operations
+    seen, cases, failing = STATUSES[server_backend], CASES[server_backend], FAILURES[server_backend]
+    lines = [f"schemathesis [{server_backend}]: {len(operations)} operations, "
+             f"{sum(cases.values())} cases, {len(failing)} failing operations"
+             + (f" ({', '.join(sorted(failing))})" if failing else "")]
+    for op in operations:
+        statuses = ", ".join(f"{s}×{n}" for s, n in sorted(seen[op].items()))
+        lines.append(f"  {op:24} {cases[op]:4} cases  {statuses}")
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    never = [op for op in operations if not any(200 <= s < 300 for s in seen[op])]
+    assert not never, f"operations that never returned a 2xx: {never}\n" + "\n".join(lines)
