@@ -94,10 +94,13 @@ async def list_model_versions(model_name: str, stage: str | None, run_id: str | 
 
 
 async def versions_in_stage(model_name: str, stage: str, uow: UnitOfWork) -> list[ModelVersion]:
+    """What serving asks ("which version is in production?"): one indexed query."""
     wanted = Stage.parse(stage)
     async with uow:
-        model = await require_model(uow.repo, model_name)
-        return await uow.repo.versions_in_stage(model, wanted)
+        members = await uow.repo.versions_in_stage_by_name(model_name, wanted)
+    if members is None:
+        raise NotFoundError(f"model {model_name!r} does not exist")
+    return members
 
 
 async def update_model_version(cmd: UpdateModelVersion, uow: UnitOfWork) -> ModelVersion:

@@ -2,8 +2,9 @@
 
     .venv/bin/python -m tests.benchmarks.promotions --backend postgresql --workers 2
 
-Prints its configuration with the numbers. The load generator shares the machine with the server,
-so the numbers are a floor for the server alone. PostgreSQL needs REGISTRY_TEST_DATABASE_URL.
+Prints its configuration with the numbers. Needs `wrk` (Debian package) for the load; the load
+generator and PostgreSQL share the machine's two cores with the server, so the numbers are a floor
+for the server alone. PostgreSQL needs REGISTRY_TEST_DATABASE_URL.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import time
 from pathlib import Path
 
 import httpx
+from sqlalchemy import func, select
 
-from tests.support import REPO, create_pg_database, drop_pg_database, run_server, sqlite_url
+from registry.adapters.db.engine import create_engine
+from registry.adapters.db.tables import audit_t
+from tests.support import REPO, Server, create_pg_database, drop_pg_database, run_server, sqlite_url
 
 
 async def _prepare(client: httpx.AsyncClient, models: int, per_model: int, run: str) -> list[str]:
@@ -37,37 +41,56 @@ async def _prepare(client: httpx.AsyncClient, models: int, per_model: int, run: 
     return names
 
 
-async def _drive(client: httpx.AsyncClient, jobs: list[tuple[str, str, dict | None]],
-                 concurrency: int) -> tuple[float, dict[int, int]]:
-    queue: asyncio.Queue[tuple[str, str, dict | None]] = asyncio.Queue()
-    for job in jobs:
-        queue.put_nowait(job)
-    statuses: dict[int, int] = {}
+def _wrk(base_url: str, token: str, lines: list[str], connections: int, seconds: int,
+         cycle: bool) -> dict[str, str]:
+    """Send the lines with wrk (a C load generator: a Python client on these two cores saturates
+    long before the server does); returns wrk's requests/s, the statuses and the latencies."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
+    env = {**os.environ, "BENCH_PATHS": f.name, "BENCH_TOKEN": token, "BENCH_THREADS": "2",
+           "BENCH_CYCLE": "1" if cycle else "0"}
+    out = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s",
+                          "-s", str(Path(__file__).with_name("paths.lua")), base_url],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    os.unlink(f.name)
+    return {"rate": out.split("Requests/sec:")[1].split()[0],
+            "statuses": out.split("statuses:")[1].splitlines()[0].strip(),
+            "latency": out.split("latency_ms:")[1].splitlines()[0].strip()}
 
-    async def worker() -> None:
-        while not queue.empty():
-            method, url, body = queue.get_nowait()
-            r = await client.request(method, url, json=body)
-            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - started, statuses
+async def _promotion_rate(database_url: str, names: list[str]) -> tuple[int, float]:
+    """Promotions committed and their rate, from the audit timestamps (wrk's own clock runs on
+    to its full duration after the list is done)."""
+    engine = create_engine(database_url, null_pool=True)
+    try:
+        async with engine.connect() as conn:
+            row = (await conn.execute(
+                select(func.count(), func.min(audit_t.c.at), func.max(audit_t.c.at))
+                .where(audit_t.c.model.in_(names), audit_t.c.action == "model_version.stage_changed",
+                       audit_t.c.canonical.like('%"trigger":"promote"%'))
+            )).one()
+    finally:
+        await engine.dispose()
+    count, first, last = row
+    return count, count / max((last - first).total_seconds(), 1e-9)
 
 
-async def bench(api: str, headers: dict[str, str], args: argparse.Namespace) -> None:
+async def bench(server: Server, args: argparse.Namespace) -> None:
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-    async with httpx.AsyncClient(base_url=api, headers=headers, limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=server.api, headers=server.headers, limits=limits,
+                                 timeout=60) as client:
         names = await _prepare(client, args.models, args.versions, str(int(time.time())))
-        # Each model's versions are promoted in turn: each promotion archives the previous one.
-        jobs = [("POST", f"/models/{n}/versions/{v}/transitions", {"to_stage": "production"})
-                for v in range(1, args.versions + 1) for n in names]
-        seconds, statuses = await _drive(client, jobs, args.concurrency)
-        print(f"promotions: {len(jobs)} in {seconds:.2f}s = {len(jobs) / seconds:.0f}/s  statuses={statuses}")
-        reads = [("GET", f"/models/{names[i % len(names)]}/stages/production", None)
-                 for i in range(args.reads)]
-        seconds, statuses = await _drive(client, reads, args.concurrency)
-        print(f"production reads: {len(reads)} in {seconds:.2f}s = {len(reads) / seconds:.0f}/s  statuses={statuses}")
+    # Each model's staging versions are promoted in turn; each promotion archives the one before.
+    promotions = [f'POST /api/v1/models/{n}/versions/{v}/transitions {{"to_stage":"production"}}'
+                  for v in range(1, args.versions + 1) for n in names]
+    out = _wrk(server.url, server.token, promotions, args.concurrency, args.seconds, cycle=False)
+    count, rate = await _promotion_rate(server.database_url, names)
+    print(f"promotions: {count} committed at {rate:.0f}/s (audit timestamps)  "
+          f"statuses {out['statuses']}  latency {out['latency']}")
+    reads = [f"GET /api/v1/models/{n}/stages/production" for n in names]
+    out = _wrk(server.url, server.token, reads, args.concurrency, args.seconds, cycle=True)
+    print(f"production reads: {out['rate']}/s over {args.seconds}s  statuses {out['statuses']}  "
+          f"latency {out['latency']}")
 
 
 def main() -> None:
@@ -77,18 +100,18 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--models", type=int, default=50)
     p.add_argument("--versions", type=int, default=40, help="staging versions per model to promote")
-    p.add_argument("--reads", type=int, default=20000)
+    p.add_argument("--seconds", type=int, default=15, help="wrk duration of each phase")
     args = p.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     print(f"commit={commit} backend={args.backend} server=uvicorn workers={args.workers} "
-          f"client=httpx concurrency={args.concurrency} models={args.models} "
+          f"load=wrk connections={args.concurrency} models={args.models} "
           f"versions/model={args.versions} cpus={os.cpu_count()}")
     with tempfile.TemporaryDirectory() as tmp:
         url = sqlite_url(Path(tmp)) if args.backend == "sqlite" else asyncio.run(create_pg_database())
         try:
             with run_server(url, Path(tmp), workers=args.workers) as server:
-                asyncio.run(bench(server.api, server.headers, args))
+                asyncio.run(bench(server, args))
         finally:
             if args.backend == "postgresql":
                 asyncio.run(drop_pg_database(url))

@@ -115,6 +115,10 @@ class FakeRepository:
                  and all(v.tags.get(k) == value for k, value in tags)]
         return copy.deepcopy(found[:limit])
 
+    async def versions_in_stage_by_name(self, name: str, stage: Stage) -> list[ModelVersion] | None:
+        model = await self.get_model(name)
+        return None if model is None else await self.versions_in_stage(model, stage)
+
     async def versions_in_stage(self, model: RegisteredModel, stage: Stage) -> list[ModelVersion]:
         return copy.deepcopy([v for (m, _), v in sorted(self.state.versions.items())
                               if m == model.id and v.stage is stage])

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, insert, or_, select, update
+from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -206,6 +206,18 @@ class SqlRepository:
                 .where(versions_t.c.model_id == model.id, versions_t.c.stage == stage.value)
                 .order_by(versions_t.c.version))
         return [_version(r, model.name) for r in await self.conn.execute(stmt)]
+
+    async def versions_in_stage_by_name(self, name: str, stage: Stage) -> list[ModelVersion] | None:
+        """The model's versions in ``stage`` and whether the model exists, in one query (the
+        outer join yields one row of NULLs for a model with none)."""
+        on = and_(versions_t.c.model_id == models_t.c.id, versions_t.c.stage == stage.value)
+        stmt = (select(models_t.c.id.label("mid"), *_VERSION_COLS)
+                .select_from(models_t.outerjoin(versions_t, on))
+                .where(models_t.c.name == name).order_by(versions_t.c.version))
+        rows = (await self.conn.execute(stmt)).all()
+        if not rows:
+            return None
+        return [_version(r, name) for r in rows if r.id is not None]
 
     async def rollback_candidate(self, model: RegisteredModel) -> int | None:
         stmt = (select(versions_t.c.version)
