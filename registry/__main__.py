@@ -65,7 +65,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uvicorn.run("registry.api.app:app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level="warning", access_log=False,
                 loop="uvloop" if sys.platform != "win32" else "auto", http="httptools",
-                lifespan="on", timeout_graceful_shutdown=10)
+                lifespan="on", timeout_graceful_shutdown=10,
+                # Outlast clients' and load balancers' idle timeouts (httpx: 5 s, ALB: 60 s), so
+                # the client closes an idle connection first and never reuses one being closed.
+                timeout_keep_alive=75)
     return 0
 
 

@@ -8,6 +8,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
+    InternalServerException,
     MethodNotAllowedException,
     NotAuthorizedException,
     NotFoundException,
@@ -19,6 +20,7 @@ from registry.api.schemas import Problem
 from registry.domain import errors as e
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+CLIENT_GONE = "client disconnected prematurely"  # what Litestar 2 raises when a body is cut short
 TYPE_BASE = "https://model-registry.dev/problems/"
 log = structlog.get_logger("registry.api")
 
@@ -71,6 +73,11 @@ def http_error_handler(request: Request, exc: HTTPException) -> Response[Problem
     if isinstance(exc, MethodNotAllowedException):
         return problem(405, "method_not_allowed", "Method not allowed", str(exc.detail), request,
                        exc.headers)
+    if isinstance(exc, InternalServerException) and exc.detail == CLIENT_GONE:
+        # Not our fault and nobody to answer: a line for the record, not an error.
+        log.info("client_disconnected", path=request.url.path, method=request.method)
+        return problem(400, "validation_error", "Invalid request", "the client disconnected before "
+                       "sending the whole request", request)
     if exc.status_code >= 500:
         return internal_error_handler(request, exc)
     if exc.status_code == 400:  # e.g. a body that is not JSON: one type, one title

@@ -304,3 +304,18 @@ def test_options_lists_every_method_of_the_path(c: httpx.Client, path: str, meth
     r = c.options(path)
     assert r.status_code == 204
     assert {m.strip() for m in r.headers["allow"].split(",")} == methods
+
+
+def test_a_client_that_hangs_up_mid_body_is_not_a_server_error(server: Server) -> None:
+    import socket
+    import time
+
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST /api/v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + server.token.encode()
+                  + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\":")
+        time.sleep(0.2)
+    time.sleep(0.3)
+    log = server.log.read_text()
+    assert "client_disconnected" in log
+    assert '"level": "error"' not in log
