@@ -47,9 +47,10 @@ def _wrk(base_url: str, token: str, lines: list[str], connections: int, seconds:
     long before the server does); returns wrk's requests/s, the statuses and the latencies."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write("\n".join(lines) + "\n")
-    env = {**os.environ, "BENCH_PATHS": f.name, "BENCH_TOKEN": token, "BENCH_THREADS": "2",
+    threads = min(2, connections)
+    env = {**os.environ, "BENCH_PATHS": f.name, "BENCH_TOKEN": token, "BENCH_THREADS": str(threads),
            "BENCH_CYCLE": "1" if cycle else "0"}
-    out = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s",
+    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
                           "-s", str(Path(__file__).with_name("paths.lua")), base_url],
                          env=env, capture_output=True, text=True, check=True).stdout
     os.unlink(f.name)
