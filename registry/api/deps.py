@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Request
 from litestar.params import PathParameter
 
@@ -33,6 +34,4 @@ def reader(request: Request[Any, Any, Any]) -> UnitOfWork:
 
 def given(value: Any) -> Any:
     """msgspec's UNSET as the services' MISSING."""
-    import msgspec
-
     return MISSING if value is msgspec.UNSET else value
