@@ -1,7 +1,8 @@
-"""Command line: ``python -m registry serve | migrate | token create | openapi``.
+"""Command line: ``python -m registry serve | migrate | token | audit | openapi``.
 
-``serve``, ``migrate`` and ``token create`` work on the database directly (an operator on the
-server host); later HTTP commands for pipelines go through ``registry.client``.
+``serve``, ``migrate`` and ``token create --bootstrap`` work on the database directly (an operator
+on the server host); every other command is an HTTP client of a running service (``registry.cli``,
+with ``REGISTRY_URL`` and ``REGISTRY_TOKEN``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from registry import cli
 from registry.config import ConfigError, Settings
 
 DEFAULT_OPENAPI = Path("openapi/openapi.json")
@@ -80,13 +82,29 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from registry.services.ports import Actor
-    from registry.services.tokens import create_token
+    if not args.bootstrap:
+        return cli.token_create(args)
+    return cmd_token_bootstrap(args)
 
+
+def cmd_token_bootstrap(args: argparse.Namespace) -> int:
+    """Create a token in the database directly: the first one, on the server host."""
+    from datetime import datetime
+
+    from registry.domain.errors import RegistryError
+    from registry.services.ports import Actor
+    from registry.services.tokens import CreateToken, create_token
+
+    cmd = CreateToken(args.name or "admin", args.role or "admin", args.principal, args.models,
+                      datetime.fromisoformat(args.expires_at) if args.expires_at else None)
     settings = _settings()
     _migrate(settings)
-    secret = asyncio.run(_with_container(settings, lambda c: create_token(
-        args.name, args.role, c.uow(Actor("cli", "cli")), principal=args.principal)))
+    try:
+        _, secret = asyncio.run(_with_container(
+            settings, lambda c: create_token(cmd, c.uow(Actor("cli", "cli")))))
+    except RegistryError as exc:
+        print(f"error: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 1
     print(secret)
     return 0
 
@@ -126,11 +144,36 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("token", help="API tokens")
     tsub = t.add_subparsers(dest="token_command", required=True)
-    tc = tsub.add_parser("create", help="create a token in the database and print it once")
-    tc.add_argument("--name", default="admin")
-    tc.add_argument("--role", default="admin")
-    tc.add_argument("--principal", default=None)
+    tc = tsub.add_parser("create", help="create a token and print its secret once")
+    tc.add_argument("--bootstrap", action="store_true",
+                    help="write to the database directly, on the server host (default name and role: admin)")
+    tc.add_argument("--name")
+    tc.add_argument("--role", help="viewer, editor, stager, releaser or admin")
+    tc.add_argument("--principal", default=None, help="the person or service (default: the name)")
+    tc.add_argument("--model", dest="models", action="extend", nargs="+", metavar="PATTERN",
+                    help="model-name globs the token may see (default: all models)")
+    tc.add_argument("--expires-at", type=cli.rfc3339, metavar="RFC3339")
     tc.set_defaults(fn=cmd_token_create)
+    tsub.add_parser("list", help="list tokens, one JSON object per line (no secrets)").set_defaults(
+        fn=cli.token_list)
+    tr = tsub.add_parser("revoke", help="revoke a token")
+    tr.add_argument("id", type=int)
+    tr.set_defaults(fn=cli.token_revoke)
+
+    a = sub.add_parser("audit", help="export, anchor and verify the audit log")
+    asub = a.add_subparsers(dest="audit_command", required=True)
+    ae = asub.add_parser("export", help="write the audit entries as JSON lines")
+    ae.add_argument("--model")
+    ae.add_argument("--output", type=Path, help="a file (default: stdout)")
+    ae.set_defaults(fn=cli.audit_export)
+    aa = asub.add_parser("anchor", help="save each chain's head (seq and hash) to check later")
+    aa.add_argument("--model")
+    aa.add_argument("--output", type=Path, required=True)
+    aa.set_defaults(fn=cli.audit_anchor)
+    av = asub.add_parser("verify", help="recompute the chains here; exit 1 on any break")
+    av.add_argument("--model")
+    av.add_argument("--anchor", type=Path, help="a file from `audit anchor`")
+    av.set_defaults(fn=cli.audit_verify)
 
     o = sub.add_parser("openapi", help="write the OpenAPI document")
     o.add_argument("--output", type=Path, default=DEFAULT_OPENAPI)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import secrets
 import socket
@@ -14,10 +15,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Executable
+
+from registry.adapters.db.engine import create_engine, is_sqlite
 
 PG_ENV = "REGISTRY_TEST_DATABASE_URL"
 REPO = Path(__file__).resolve().parents[1]
@@ -144,3 +151,90 @@ def _wait_ready(server: Server, timeout: float = 60.0) -> None:
 def run(coro):  # type: ignore[no-untyped-def]
     """Run a coroutine from synchronous fixture code."""
     return asyncio.run(coro)
+
+
+# -- tampering with the append-only audit table -----------------------------------------------------
+
+AUDIT_TABLE = "audit_log"
+
+# pg_trigger.tgenabled -> the ALTER TABLE clause that puts a trigger back in that mode.
+_PG_ENABLE = {"O": "ENABLE TRIGGER", "A": "ENABLE ALWAYS TRIGGER", "R": "ENABLE REPLICA TRIGGER"}
+
+
+async def tamper(database_url: str, *statements: str | Executable, **params: Any) -> list[int]:
+    """Run ``statements`` against the database as an attacker with the owner's rights would:
+    past the triggers that make ``audit_log`` append-only, in one transaction, which also puts
+    the triggers back exactly as they were, so no other session ever sees the table unguarded.
+
+    A statement is SQL text (``params`` bind its ``:name`` placeholders) or a SQLAlchemy
+    statement. Returns each statement's rowcount. Works whether the triggers exist or not.
+
+    PostgreSQL: the table's enabled user triggers are disabled by name and re-enabled in their
+    former mode (this needs table ownership; ``SET session_replication_role`` would need a
+    superuser). SQLite: under ``BEGIN IMMEDIATE`` the table's triggers are read from
+    ``sqlite_master``, dropped, and recreated from their stored text.
+    """
+    engine = create_engine(database_url, null_pool=True)
+    try:
+        async with engine.begin() as conn:
+            if is_sqlite(database_url):
+                return await _tamper_sqlite(conn, statements, params)
+            return await _tamper_postgresql(conn, statements, params)
+    finally:
+        await engine.dispose()
+
+
+def tamper_sync(database_url: str, *statements: str | Executable, **params: Any) -> list[int]:
+    """:func:`tamper` from synchronous code, on a thread of its own so that no event loop of the
+    test session is touched."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, tamper(database_url, *statements, **params)).result()
+
+
+async def _run_statements(conn: AsyncConnection, statements: tuple[str | Executable, ...],
+                          params: dict[str, Any]) -> list[int]:
+    counts = []
+    for statement in statements:
+        if isinstance(statement, str):
+            result = await conn.execute(text(statement), params)
+        else:
+            result = await conn.execute(statement)
+        counts.append(result.rowcount)
+    return counts
+
+
+async def _tamper_postgresql(conn: AsyncConnection, statements: tuple[str | Executable, ...],
+                             params: dict[str, Any]) -> list[int]:
+    enabled = (await conn.execute(text(
+        "SELECT tgname, CAST(tgenabled AS text) FROM pg_trigger "
+        "WHERE tgrelid = to_regclass(CAST(:table AS text)) AND NOT tgisinternal AND tgenabled <> 'D' "
+        "ORDER BY tgname"), {"table": AUDIT_TABLE})).all()
+    if enabled:
+        # Same effect as DISABLE TRIGGER USER, but only for the triggers this undoes afterwards.
+        await conn.exec_driver_sql(f"ALTER TABLE {AUDIT_TABLE} " + ", ".join(
+            f"DISABLE TRIGGER {_pg_ident(name)}" for name, _ in enabled))
+    counts = await _run_statements(conn, statements, params)
+    if enabled:
+        await conn.exec_driver_sql(f"ALTER TABLE {AUDIT_TABLE} " + ", ".join(
+            f"{_PG_ENABLE[str(mode)]} {_pg_ident(name)}" for name, mode in enabled))
+    return counts
+
+
+async def _tamper_sqlite(conn: AsyncConnection, statements: tuple[str | Executable, ...],
+                         params: dict[str, Any]) -> list[int]:
+    triggers = (await conn.execute(text(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND lower(tbl_name) = :table "
+        "ORDER BY rowid"), {"table": AUDIT_TABLE})).all()
+    for name, _ in triggers:
+        await conn.exec_driver_sql(f"DROP TRIGGER {_sqlite_ident(name)}")
+    counts = await _run_statements(conn, statements, params)
+    for _, sql in triggers:
+        await conn.exec_driver_sql(sql)
+    return counts
+
+
+def _pg_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+_sqlite_ident = _pg_ident

@@ -12,6 +12,7 @@ import registry
 from registry.api.controllers.audit import AuditController
 from registry.api.controllers.health import healthz, readyz
 from registry.api.controllers.models import ModelController
+from registry.api.controllers.tokens import TokenController
 from registry.api.controllers.versions import VersionController
 from registry.api.errors import EXCEPTION_HANDLERS
 from registry.api.middleware import RequestIdMiddleware, TokenAuthMiddleware
@@ -56,7 +57,7 @@ def _fix_default_options(app: Litestar) -> None:
 def create_app(container: Container) -> Litestar:
     api = Router(
         path="/api/v1",
-        route_handlers=[ModelController, VersionController, AuditController],
+        route_handlers=[ModelController, VersionController, AuditController, TokenController],
         middleware=[DefineMiddleware(TokenAuthMiddleware)],
     )
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Request
-from litestar.params import PathParameter
+from litestar.params import PathParameter, QueryParameter
 
-from registry.api.schemas import ALIAS_PATTERN, MODEL_NAME_PATTERN
+from registry.api.schemas import ALIAS_PATTERN, MODEL_NAME_PATTERN, RFC3339
+from registry.domain.errors import ValidationError
 from registry.services.commands import MISSING
 from registry.services.ports import Actor, UnitOfWork
 
@@ -20,8 +22,26 @@ AliasPath = Annotated[str, PathParameter(min_length=1, max_length=255, pattern=A
                                          description="alias name")]
 
 
+def rfc3339(description: str) -> Any:
+    """A query parameter holding an RFC 3339 timestamp with its offset (Litestar's own datetime
+    parsing would also take Unix numbers, which the document does not say)."""
+    return QueryParameter(pattern=RFC3339, max_length=40, description=description,
+                          schema_extra={"format": "date-time"})
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.upper())
+    except ValueError:
+        raise ValidationError(f"{value!r} is not an RFC 3339 timestamp") from None
+
+
 def actor(request: Request[Any, Any, Any]) -> Actor:
-    return Actor(request.user.token_name, request.scope["state"]["request_id"])
+    """The authenticated principal as the services see it: audit name, role and model scope."""
+    user = request.user
+    return Actor(user.token_name, request.scope["state"]["request_id"], user.role, user.models, user.name)
 
 
 def writer(request: Request[Any, Any, Any]) -> UnitOfWork:

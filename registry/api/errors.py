@@ -27,7 +27,7 @@ log = structlog.get_logger("registry.api")
 _DESCRIPTIONS = {
     400: "validation_error: the request is malformed or a value is out of range",
     401: "unauthenticated: no valid bearer token",
-    403: "forbidden: the token may not do this",
+    403: "forbidden: the token's role may not do this, or the model is outside its scope",
     404: "not_found: the model, version or alias does not exist",
     409: "already_exists, invalid_transition (with `allowed`) or conflict",
     412: "precondition_failed: If-Match or an expected_* field is stale",

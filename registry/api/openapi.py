@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from litestar import Litestar
 from litestar.openapi.spec import OpenAPI, Schema
-from litestar.openapi.spec.enums import OpenAPIType
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 
 from registry.api import schemas
 
@@ -48,6 +48,13 @@ def _constrain_tag_filters(document: OpenAPI) -> None:
                             option.items.pattern = schemas.TAG_FILTER
 
 
+def _constrain_items(schema: Schema | None, item: Schema) -> None:
+    """Litestar drops the constraints of a list's items; state them again."""
+    for option in (schema.one_of or [schema]) if isinstance(schema, Schema) else []:
+        if isinstance(option, Schema) and option.type == OpenAPIType.ARRAY:
+            option.items = item
+
+
 def tighten(document: OpenAPI) -> OpenAPI:
     components = document.components.schemas if document.components else None
     for name in _STRICT:
@@ -59,6 +66,14 @@ def tighten(document: OpenAPI) -> OpenAPI:
             if prop_name in _KEYED_MAPS and isinstance(prop, Schema):
                 _constrain_keys(prop, prop_name)
     _constrain_tag_filters(document)
+    token = (components or {}).get("CreateTokenRequest")
+    if isinstance(token, Schema):
+        _constrain_items((token.properties or {}).get("models"),
+                         Schema(type=OpenAPIType.STRING, min_length=1, max_length=256,
+                                pattern=schemas.MODEL_PATTERN))
+        expires = (token.properties or {}).get("expires_at")
+        if isinstance(expires, Schema):
+            expires.format = OpenAPIFormat.DATE_TIME  # Litestar drops msgspec's extra_json_schema
     return document
 
 

@@ -19,6 +19,10 @@ ModelName = Annotated[str, Meta(min_length=1, max_length=256, pattern=MODEL_NAME
                                 description="1-256 characters; not '.' or '..'; no '/', ':' or control "
                                             "characters; no white space at either end")]
 NO_NUL = r"^[^\x00]*$"
+# RFC 3339 with its offset; Litestar alone would also take Unix numbers for a datetime.
+RFC3339 = (r"^(?!0000)\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt]([01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+           r"(\.\d{1,6})?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)$")
+Timestamp = Annotated[str, Meta(pattern=RFC3339, max_length=40, extra_json_schema={"format": "date-time"})]
 # The domain's alias rule: letters, digits, '_' and '-'; 'latest' and 'v<digits>' reserved, any case.
 ALIAS_PATTERN = r"^(?![Ll][Aa][Tt][Ee][Ss][Tt](?![\s\S]))(?![Vv][0-9]+(?![\s\S]))[A-Za-z0-9_-]{1,255}(?![\s\S])"
 TAG_FILTER = r"^[^:\x00]+:[^\x00]*$"   # a `tag` query value: key:value, the key not empty
@@ -84,6 +88,82 @@ class TransitionRequest(Request):
 
 class SetAliasRequest(Request):
     version: VersionNumber
+    protected: bool | None = None  # omit to keep; only admins set it or move a protected alias
+
+
+MODEL_PATTERN = r"^[^\[\]/:\x00-\x1f\x7f]+$"  # a model-name glob, as the domain allows
+ModelPattern = Annotated[str, Meta(min_length=1, max_length=256, pattern=MODEL_PATTERN,
+                                   description="model-name glob: '*' and '?' as wildcards")]
+RoleName = Annotated[str, Meta(pattern="^(viewer|editor|stager|releaser|admin)$")]
+
+
+class CreateTokenRequest(Request):
+    name: Annotated[str, Meta(min_length=1, max_length=128, pattern=NO_NUL)]
+    role: RoleName
+    principal: Annotated[str, Meta(min_length=1, max_length=256, pattern=NO_NUL)] | None = None
+    models: Annotated[list[ModelPattern], Meta(min_length=1, max_length=100)] | None = None
+    expires_at: Timestamp | None = None
+
+
+class TokenResponse(Struct):
+    id: int
+    name: str
+    principal: str
+    role: str
+    models: list[str] | None
+    created_at: datetime | None
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, t: Any) -> TokenResponse:
+        return cls(t.id, t.name, t.principal, t.role, t.models, t.created_at, t.expires_at,
+                   t.last_used_at, t.revoked_at)
+
+
+class CreatedTokenResponse(Struct):
+    """The token's record and, this once, its secret."""
+
+    id: int
+    name: str
+    principal: str
+    role: str
+    models: list[str] | None
+    created_at: datetime | None
+    expires_at: datetime | None
+    token: str
+
+
+class TokenList(Struct):
+    items: list[TokenResponse]
+    next_cursor: str | None
+
+
+class ChainHead(Struct):
+    chain: str
+    model: str | None
+    seq: int
+    hash: str
+
+
+class ChainHeads(Struct):
+    items: list[ChainHead]
+
+
+class StageHolder(Struct):
+    version: int
+
+
+class HistoryStages(Struct):
+    production: StageHolder | None
+    staging: list[StageHolder]
+
+
+class ModelHistoryResponse(Struct):
+    at: datetime
+    stages: HistoryStages
+    aliases: dict[str, int]
 
 
 class ModelResponse(Struct):
@@ -171,6 +251,7 @@ class AliasResponse(Struct):
     model: str
     alias: str
     version: int
+    protected: bool
     model_version: ModelVersionResponse
 
 
@@ -178,7 +259,7 @@ class AuditEntry(Struct):
     id: int
     seq: int
     chain: str
-    at: datetime
+    at: Annotated[str, Meta(description="RFC 3339 UTC, verbatim as it was hashed")]
     actor: str
     request_id: str
     action: str

@@ -1,52 +1,65 @@
-"""Aliases: named, movable pointers to versions (MLflow's aliases)."""
+"""Aliases: named, movable pointers to versions (MLflow's aliases). A protected alias (say, the
+one serving reads as `champion`) is moved, deleted or (un)protected only by admins."""
 
 from __future__ import annotations
 
 from registry.domain.errors import NotFoundError
 from registry.domain.events import AliasDeleted, AliasSet
 from registry.domain.model import ModelVersion, validate_alias
+from registry.domain.permissions import Role
+from registry.services.access import check_role, lock_model, require_model
 from registry.services.commands import DeleteAlias, SetAlias
 from registry.services.ports import UnitOfWork
-from registry.services.versions import require_model, require_version
+from registry.services.versions import require_version
 
 
-async def set_alias(cmd: SetAlias, uow: UnitOfWork) -> ModelVersion:
+async def set_alias(cmd: SetAlias, uow: UnitOfWork) -> tuple[ModelVersion, bool]:
+    """Point the alias at a version; returns the version and whether the alias is protected."""
     validate_alias(cmd.alias)
     async with uow:
-        model = await uow.repo.lock_model(cmd.model)
+        model = await lock_model(uow, cmd.model, Role.EDITOR, "setting an alias")
         version = await require_version(uow.repo, model, cmd.version)
         previous = await uow.repo.get_alias(model, cmd.alias)
-        if previous != cmd.version:
-            await uow.repo.set_alias(model, cmd.alias, cmd.version)
+        was_protected = previous is not None and previous.protected
+        protected = was_protected if cmd.protected is None else cmd.protected
+        if was_protected or protected:
+            check_role(uow, Role.ADMIN, "moving a protected alias")
+        if previous is None or (previous.version, previous.protected) != (cmd.version, protected):
+            await uow.repo.set_alias(model, cmd.alias, cmd.version, protected)
             uow.record(model, AliasSet(
                 model=model.name, version=cmd.version,
-                before=None if previous is None else {"alias": cmd.alias, "version": previous},
-                after={"alias": cmd.alias, "version": cmd.version},
-                extra={"alias": cmd.alias, "previous_version": previous},
+                before=None if previous is None else {
+                    "alias": cmd.alias, "version": previous.version, "protected": previous.protected},
+                after={"alias": cmd.alias, "version": cmd.version, "protected": protected},
+                extra={"alias": cmd.alias,
+                       "previous_version": None if previous is None else previous.version},
             ))
             await uow.commit()
-    return version
+    return version, protected
 
 
-async def get_alias(model_name: str, alias: str, uow: UnitOfWork) -> ModelVersion:
+async def get_alias(model_name: str, alias: str, uow: UnitOfWork) -> tuple[ModelVersion, bool]:
     async with uow:
-        model = await require_model(uow.repo, model_name)
-        number = await uow.repo.get_alias(model, alias)
-        if number is None:
+        model = await require_model(uow, model_name)
+        record = await uow.repo.get_alias(model, alias)
+        if record is None:
             raise NotFoundError(f"model {model.name!r} has no alias {alias!r}")
-        return await require_version(uow.repo, model, number)
+        return await require_version(uow.repo, model, record.version), record.protected
 
 
 async def delete_alias(cmd: DeleteAlias, uow: UnitOfWork) -> None:
     async with uow:
-        model = await uow.repo.lock_model(cmd.model)
+        model = await lock_model(uow, cmd.model, Role.EDITOR, "deleting an alias")
         previous = await uow.repo.get_alias(model, cmd.alias)
         if previous is None:
             raise NotFoundError(f"model {model.name!r} has no alias {cmd.alias!r}")
+        if previous.protected:
+            check_role(uow, Role.ADMIN, "deleting a protected alias")
         await uow.repo.delete_alias(model, cmd.alias)
         uow.record(model, AliasDeleted(
-            model=model.name, version=previous,
-            before={"alias": cmd.alias, "version": previous}, after=None,
-            extra={"alias": cmd.alias, "previous_version": previous},
+            model=model.name, version=previous.version,
+            before={"alias": cmd.alias, "version": previous.version, "protected": previous.protected},
+            after=None,
+            extra={"alias": cmd.alias, "previous_version": previous.version},
         ))
         await uow.commit()

@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import rfc8785
 
 from registry.domain.errors import NotFoundError
+from registry.domain.permissions import Role
+from registry.services.access import check_visible
 from registry.services.pagination import check_limit, decode_cursor, page
-from registry.services.ports import Page, UnitOfWork
+from registry.services.ports import AuditQuery, Page, UnitOfWork
 
 GENESIS = "0" * 64
 
@@ -102,25 +104,40 @@ class ChainVerifier:
         return Verification(False, self.checked, self.first_bad[1], self.first_bad[0])
 
 
+def scoped(uow: UnitOfWork, query: AuditQuery | None = None) -> AuditQuery:
+    """The query limited to what the caller may see: its models' chains, and the system chain
+    only for admins."""
+    return replace(query or AuditQuery(), patterns=uow.actor.models,
+                   include_system=uow.actor.role >= Role.ADMIN)
+
+
 async def _chain_of(model: str | None, uow: UnitOfWork) -> str | None:
     if model is None:
         return None
+    check_visible(uow, model)
     chain = await uow.repo.chain_for_model_name(model)
     if chain is None:
         raise NotFoundError(f"model {model!r} has no audit log")
     return chain
 
 
-async def list_audit(model: str | None, cursor: str | None, limit: int | None,
-                     uow: UnitOfWork) -> Page:
-    """Entries of one model's chain (or of every chain), in chain order."""
+async def list_audit(model: str | None, cursor: str | None, limit: int | None, uow: UnitOfWork,
+                     query: AuditQuery | None = None) -> Page:
+    """Entries of one model's chain (or of every visible chain), in chain order, filtered."""
     limit = check_limit(limit)
     after = decode_cursor(cursor, int) or 0
     async with uow:
         chain = await _chain_of(model, uow)
-        rows = await uow.repo.audit_entries(chain, after, limit + 1)
+        rows = await uow.repo.audit_entries(replace(scoped(uow, query), chain=chain), after, limit + 1)
     items, next_cursor = page(rows, limit, lambda r: r["id"])
     return Page(items, next_cursor)
+
+
+async def audit_heads(model: str | None, uow: UnitOfWork) -> list[dict[str, Any]]:
+    """Each visible chain's latest seq and hash, for others to anchor."""
+    async with uow:
+        chain = await _chain_of(model, uow)
+        return await uow.repo.audit_heads(replace(scoped(uow), chain=chain))
 
 
 async def _rows(chain: str, uow: UnitOfWork, batch: int = 2000) -> AsyncIterator[list[dict[str, Any]]]:
@@ -138,7 +155,7 @@ async def verify_audit(model: str | None, uow: UnitOfWork) -> Verification:
     verifier = ChainVerifier()
     async with uow:
         chain = await _chain_of(model, uow)
-        for each in [chain] if chain is not None else await uow.repo.audit_chains():
+        for each in [chain] if chain is not None else await uow.repo.audit_chains(scoped(uow)):
             async for rows in _rows(each, uow):
                 verifier.feed(rows)
             head_seq, head_hash = await uow.repo.chain_head(each)

@@ -83,6 +83,7 @@ class SetAlias:
     model: str
     alias: str
     version: int
+    protected: bool | None = None  # None: keep as it is (new aliases are unprotected)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from registry.domain.errors import ConflictError, NotFoundError
+from registry.domain.errors import ConflictError
 from registry.domain.events import ModelCreated, ModelDeleted, ModelUpdated
 from registry.domain.model import RegisteredModel, validate_model_name, validate_tags
+from registry.domain.permissions import Role
 from registry.domain.stages import Stage
+from registry.services.access import check_can_create, lock_model, require_model
 from registry.services.commands import MISSING, CreateModel, DeleteModel, UpdateModel
 from registry.services.pagination import check_limit, decode_cursor, page
 from registry.services.ports import Page, UnitOfWork
@@ -34,6 +36,7 @@ def changed_fields(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[
 async def create_model(cmd: CreateModel, uow: UnitOfWork) -> RegisteredModel:
     validate_model_name(cmd.name)
     validate_tags(cmd.tags)
+    check_can_create(uow, cmd.name)
     async with uow:
         model = await uow.repo.add_model(cmd.name, cmd.description, cmd.tags, uow.actor.name, uow.now())
         uow.record(model, ModelCreated(model=model.name, after=model.snapshot()))
@@ -43,10 +46,7 @@ async def create_model(cmd: CreateModel, uow: UnitOfWork) -> RegisteredModel:
 
 async def get_model(name: str, uow: UnitOfWork) -> RegisteredModel:
     async with uow:
-        model = await uow.repo.get_model(name)
-    if model is None:
-        raise NotFoundError(f"model {name!r} does not exist")
-    return model
+        return await require_model(uow, name)
 
 
 async def list_models(name_prefix: str | None, cursor: str | None, limit: int | None,
@@ -54,7 +54,7 @@ async def list_models(name_prefix: str | None, cursor: str | None, limit: int | 
     limit = check_limit(limit)
     after = decode_cursor(cursor, str)
     async with uow:
-        rows = await uow.repo.list_models(name_prefix, after, limit + 1)
+        rows = await uow.repo.list_models(name_prefix, after, limit + 1, uow.actor.models)
     items, next_cursor = page(rows, limit, lambda m: m.name)
     return Page(items, next_cursor)
 
@@ -63,7 +63,7 @@ async def update_model(cmd: UpdateModel, uow: UnitOfWork) -> RegisteredModel:
     if cmd.tags is not MISSING and cmd.tags:
         validate_tags({k: v for k, v in cmd.tags.items() if v is not None})
     async with uow:
-        model = await uow.repo.lock_model(cmd.name)
+        model = await lock_model(uow, cmd.name, Role.EDITOR, "updating a model")
         before = model.snapshot()
         if cmd.description is not MISSING:
             model.description = cmd.description or ""
@@ -82,7 +82,7 @@ async def delete_model(cmd: DeleteModel, uow: UnitOfWork) -> None:
     """Delete a model with its versions and aliases; its audit chain stays. Refused while a
     version is in production, so serving never loses its model by accident."""
     async with uow:
-        model = await uow.repo.lock_model(cmd.name)
+        model = await lock_model(uow, cmd.name, Role.ADMIN, "deleting a model")
         production = await uow.repo.versions_in_stage(model, Stage.PRODUCTION)
         if production:
             raise ConflictError(

@@ -12,10 +12,12 @@ from registry.domain import gates, stages
 from registry.domain.errors import GateFailedError, NotFoundError, PreconditionFailedError
 from registry.domain.events import StageChanged
 from registry.domain.model import ModelVersion, RegisteredModel
+from registry.domain.permissions import Role, role_for_transition
 from registry.domain.stages import Stage, Trigger
+from registry.services.access import check_role, lock_model, require_model
 from registry.services.commands import MISSING, TransitionModelVersion
 from registry.services.ports import UnitOfWork
-from registry.services.versions import check_if_match, require_model
+from registry.services.versions import check_if_match
 
 log = structlog.get_logger("registry.transitions")
 
@@ -56,10 +58,12 @@ async def transition_model_version(cmd: TransitionModelVersion, uow: UnitOfWork)
     """Check the edge, then every gate, then archive the incumbent and move the version; one commit."""
     target = Stage.parse(cmd.to_stage)
     async with uow:
-        model = await uow.repo.lock_model(cmd.model)
+        model = await lock_model(uow, cmd.model, Role.STAGER, "moving a version")
         version, production = await uow.repo.get_version_and_production(model, cmd.version)
         if version is None:
             raise NotFoundError(f"model {model.name!r} has no version {cmd.version}")
+        check_role(uow, role_for_transition(version.stage, target),
+                   f"moving a version from {version.stage.value} to {target.value}")
         _check_expectations(cmd, version, production)
         trigger = stages.trigger_for(version.stage, target)
         candidate = await uow.repo.rollback_candidate(model) if trigger is Trigger.ROLLBACK else None
@@ -111,7 +115,7 @@ def _move(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion, trigge
 async def stage_history(model_name: str, number: int, uow: UnitOfWork) -> list[dict[str, Any]]:
     """The version's stage changes, oldest first, read from the audit log."""
     async with uow:
-        model = await require_model(uow.repo, model_name)
+        model = await require_model(uow, model_name)
         if await uow.repo.get_version(model, number) is None:
             raise NotFoundError(f"model {model.name!r} has no version {number}")
         return await uow.repo.stage_history(model, number)

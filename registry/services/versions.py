@@ -13,18 +13,13 @@ from registry.domain.model import (
     validate_metrics,
     validate_tags,
 )
+from registry.domain.permissions import Role
 from registry.domain.stages import Stage
+from registry.services.access import check_visible, lock_model, require_model
 from registry.services.commands import MISSING, RegisterModelVersion, UpdateModelVersion
 from registry.services.models import changed_fields, merge_patch
 from registry.services.pagination import check_limit, decode_cursor, page
 from registry.services.ports import Page, Repository, UnitOfWork
-
-
-async def require_model(repo: Repository, name: str) -> RegisteredModel:
-    model = await repo.get_model(name)
-    if model is None:
-        raise NotFoundError(f"model {name!r} does not exist")
-    return model
 
 
 async def require_version(repo: Repository, model: RegisteredModel, number: int) -> ModelVersion:
@@ -53,7 +48,7 @@ async def register_model_version(cmd: RegisterModelVersion, uow: UnitOfWork) -> 
         raise ValidationError("source must not be empty")
     inputs = [DatasetRef(i["namespace"], i["name"], i.get("version")) for i in cmd.inputs]
     async with uow:
-        model = await uow.repo.lock_model(cmd.model)
+        model = await lock_model(uow, cmd.model, Role.EDITOR, "registering a version")
         number = await uow.repo.allocate_version(model)
         now = uow.now()
         version = ModelVersion(
@@ -70,7 +65,7 @@ async def register_model_version(cmd: RegisterModelVersion, uow: UnitOfWork) -> 
 
 async def get_model_version(model_name: str, number: int, uow: UnitOfWork) -> ModelVersion:
     async with uow:
-        model = await require_model(uow.repo, model_name)
+        model = await require_model(uow, model_name)
         return await require_version(uow.repo, model, number)
 
 
@@ -87,7 +82,7 @@ async def list_model_versions(model_name: str, stage: str | None, run_id: str | 
             raise ValidationError(f"tag filter {tag!r} must be key:value")
         tag_pairs.append((key, value))
     async with uow:
-        model = await require_model(uow.repo, model_name)
+        model = await require_model(uow, model_name)
         rows = await uow.repo.list_versions(model, wanted_stage, run_id, tag_pairs, after, limit + 1)
     items, next_cursor = page(rows, limit, lambda v: v.version)
     return Page(items, next_cursor)
@@ -96,6 +91,7 @@ async def list_model_versions(model_name: str, stage: str | None, run_id: str | 
 async def versions_in_stage(model_name: str, stage: str, uow: UnitOfWork) -> list[ModelVersion]:
     """What serving asks ("which version is in production?"): one indexed query."""
     wanted = Stage.parse(stage)
+    check_visible(uow, model_name)
     async with uow:
         members = await uow.repo.versions_in_stage_by_name(model_name, wanted)
     if members is None:
@@ -111,7 +107,7 @@ async def update_model_version(cmd: UpdateModelVersion, uow: UnitOfWork) -> Mode
     if cmd.metrics is not MISSING and cmd.metrics:
         validate_metrics({k: v for k, v in cmd.metrics.items() if v is not None})
     async with uow:
-        model = await uow.repo.lock_model(cmd.model)
+        model = await lock_model(uow, cmd.model, Role.EDITOR, "updating a version")
         version = await require_version(uow.repo, model, cmd.version)
         check_if_match(cmd.if_match, version)
         before = version.snapshot()

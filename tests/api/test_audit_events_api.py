@@ -18,14 +18,13 @@ from tests.api.helpers import (
     audit_t,
     chain_of,
     create_model,
-    db_execute,
     db_rows,
     events,
     move,
     register,
     seg,
 )
-from tests.support import Server
+from tests.support import Server, tamper_sync
 
 
 def history(c: httpx.Client, prefix: str) -> str:
@@ -135,19 +134,20 @@ def test_verify_finds_rows_edited_in_the_database(server: Server, c: httpx.Clien
         return (audit_t.c.chain == chain_of(server, name)) & (audit_t.c.seq == seq)
 
     # A column the hash covers, changed in place.
-    assert db_execute(server, update(audit_t).where(where(actor, 5)).values(actor="mallory")) == 1
+    assert tamper_sync(server.database_url,
+                       update(audit_t).where(where(actor, 5)).values(actor="mallory")) == [1]
     # The stored canonical text itself: the recorded comment is rewritten.
-    assert db_execute(server, update(audit_t).where(where(text, 8)).values(
-        canonical=func.replace(audit_t.c.canonical, '"first"', '"forged"'))) == 1
+    assert tamper_sync(server.database_url, update(audit_t).where(where(text, 8)).values(
+        canonical=func.replace(audit_t.c.canonical, '"first"', '"forged"'))) == [1]
     # A whole entry removed.
-    assert db_execute(server, delete(audit_t).where(where(gone, 4))) == 1
+    assert tamper_sync(server.database_url, delete(audit_t).where(where(gone, 4))) == [1]
     # An entry rewritten and re-hashed consistently: the next entry no longer links to it.
     (row,) = db_rows(server, select(audit_t).where(where(rehashed, 6)))
     new_text = row.canonical.replace('"admin"', '"mallory"')
     assert new_text != row.canonical
     new_hash = hashlib.sha256(f"{row.prev_hash}\n{new_text}".encode()).hexdigest()
-    assert db_execute(server, update(audit_t).where(where(rehashed, 6)).values(
-        canonical=new_text, actor="mallory", hash=new_hash)) == 1
+    assert tamper_sync(server.database_url, update(audit_t).where(where(rehashed, 6)).values(
+        canonical=new_text, actor="mallory", hash=new_hash)) == [1]
 
     def verify(name: str) -> dict:
         r = c.get("/audit/verify", params={"model": name})

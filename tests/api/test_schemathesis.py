@@ -61,6 +61,11 @@ EXPECTED: dict[str, list[str]] = {
     "listAudit": ["404"],
     "verifyAudit": ["404"],
     "listEvents": ["404"],
+    "getAuditHeads": ["404"],
+    "getModelHistory": ["404"],
+    "createToken": [],
+    "listTokens": [],
+    "revokeToken": ["404"],
 }
 
 CONFIG = schemathesis.Config.from_dict({
@@ -237,6 +242,11 @@ HAPPY_PATHS: dict[str, dict[str, Any]] = {
     "listAudit": {"query": {"model": HAPPY, "limit": 5}},
     "verifyAudit": {"query": {"model": HAPPY}},
     "listEvents": {"query": {"model": HAPPY, "after": 0, "limit": 5}},
+    "getAuditHeads": {"query": {"model": HAPPY}},
+    "getModelHistory": {"path_parameters": {"name": HAPPY}, "query": {"at": "2030-01-01T00:00:00Z"}},
+    "createToken": {"body": {"name": "happy-token", "role": "viewer", "models": [f"{HAPPY}*"]}},
+    "listTokens": {"query": {"limit": 5}},
+    "revokeToken": {"path_parameters": {"token_id": 2}},
 }
 
 
@@ -309,7 +319,14 @@ def _prepare(case: schemathesis.Case, server: Server) -> None:
     path = case.path_parameters or {}
     name, alias = str(path.get("name", "")), path.get("alias")
     c = _CLIENTS[server.url]
-    if op == "deleteModel" and (name.startswith(DISPOSABLE) or name == f"{HAPPY}-doomed"):
+    token_id = str(path.get("token_id", ""))
+    if op == "revokeToken" and token_id.isdigit() and int(token_id) >= 1:
+        # Never the run's own admin token: every schema-valid id becomes a disposable token's.
+        created = c.post("/tokens", json={"name": "disposable", "role": "viewer"})
+        assert created.status_code == 201, created.text
+        created = created.json()
+        case.path_parameters["token_id"] = created["id"]
+    elif op == "deleteModel" and (name.startswith(DISPOSABLE) or name == f"{HAPPY}-doomed"):
         c.post("/models", json={"name": name})
     elif op in {"getAlias", "deleteAlias"} and (name, alias) in ALIASES:
         c.put(f"/models/{name}/aliases/{alias}", json={"version": ALIASES[name, alias]})

@@ -81,11 +81,11 @@ def test_first_start_prints_an_admin_token_once_and_it_works(tmp_path: Path) -> 
 
 def test_token_create_prints_a_working_token(tmp_path: Path) -> None:
     env = _env(tmp_path, REGISTRY_DATABASE_URL=sqlite_url(tmp_path))
-    created = _registry("token", "create", "--name", "ci-pipeline", "--role", "admin", env=env)
+    created = _registry("token", "create", "--bootstrap", "--name", "ci-pipeline", "--role", "admin", env=env)
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
     assert token.startswith("mrt_") and len(token) > 40
-    refused = _registry("token", "create", "--role", "superuser", env=env)
+    refused = _registry("token", "create", "--bootstrap", "--role", "superuser", env=env)
     assert refused.returncode != 0 and "role must be one of" in refused.stderr
     import sqlite3
 

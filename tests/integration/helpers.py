@@ -97,7 +97,8 @@ async def outbox_rows(c: Container, chain: str) -> list[dict[str, Any]]:
 
 
 async def execute(c: Container, sql: str, **params: Any) -> int:
-    """Run one write statement directly in its own transaction (tampering, bypassing services)."""
+    """Run one write statement directly in its own transaction (tampering, bypassing services).
+    ``audit_log`` is append-only in the database: edit it through ``tests.support.tamper``."""
     async with c.engine.begin() as conn:
         return (await conn.execute(text(sql), params)).rowcount
 

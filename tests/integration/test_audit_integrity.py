@@ -14,18 +14,18 @@ from sqlalchemy import select
 from registry.adapters.db.tables import audit_t, chains_t, outbox_t, tokens_t
 from registry.bootstrap import Container
 from registry.services import audit
-from registry.services.tokens import TOKEN_PREFIX, create_token, hash_token
+from registry.services.tokens import TOKEN_PREFIX, CreateToken, create_token, hash_token
 from tests.integration.helpers import (
     ALICE,
     BOB,
     audit_rows,
     chain_of,
-    execute,
     move,
     new_model,
     reader,
     register,
 )
+from tests.support import tamper
 
 ENTRY_KEYS = {"seq", "chain", "at", "actor", "request_id", "action", "model", "version", "before",
               "after", "prev_hash"}
@@ -88,7 +88,7 @@ async def test_verify_reports_a_row_edited_in_the_database(container: Container,
     name = await _model_with_history(container)
     other = await _model_with_history(container)
     chain = await chain_of(container, name)
-    assert await execute(container, sql, chain=chain, seq=5) == 1
+    assert await tamper(container.settings.database_url, sql, chain=chain, seq=5) == [1]
 
     verdict = await _verify(container, name)
     assert (verdict.ok, verdict.first_bad_seq, verdict.first_bad_chain) == (False, 5, chain)
@@ -101,8 +101,9 @@ async def test_verify_reports_a_row_edited_in_the_database(container: Container,
 async def test_verify_reports_an_edit_in_the_middle_of_the_chain(container: Container) -> None:
     name = await _model_with_history(container)
     chain = await chain_of(container, name)
-    await execute(container, "UPDATE audit_log SET canonical = replace(canonical, '\"bob\"', "
-                             "'\"alice\"') WHERE chain = :chain AND seq = 4", chain=chain)
+    assert await tamper(container.settings.database_url,
+                        "UPDATE audit_log SET canonical = replace(canonical, '\"bob\"', "
+                        "'\"alice\"') WHERE chain = :chain AND seq = 4", chain=chain) == [1]
     verdict = await _verify(container, name)
     assert (verdict.ok, verdict.first_bad_seq, verdict.checked) == (False, 4, 5)
 
@@ -115,9 +116,10 @@ async def test_a_rehashed_edit_breaks_the_link_to_the_next_row(container: Contai
     row = (await audit_rows(container, chain))[2]
     forged = row["canonical"].replace('"s3://bucket/', '"s3://evil/')
     assert forged != row["canonical"]
-    await execute(container, "UPDATE audit_log SET canonical = :text, hash = :hash "
-                             "WHERE chain = :chain AND seq = 3", chain=chain, text=forged,
-                  hash=audit.chain_hash(row["prev_hash"], forged))
+    assert await tamper(container.settings.database_url,
+                        "UPDATE audit_log SET canonical = :text, hash = :hash "
+                        "WHERE chain = :chain AND seq = 3", chain=chain, text=forged,
+                        hash=audit.chain_hash(row["prev_hash"], forged)) == [1]
     verdict = await _verify(container, name)
     assert (verdict.ok, verdict.first_bad_seq) == (False, 4)
 
@@ -125,8 +127,8 @@ async def test_a_rehashed_edit_breaks_the_link_to_the_next_row(container: Contai
 async def test_verify_reports_a_deleted_middle_row(container: Container) -> None:
     name = await _model_with_history(container)
     chain = await chain_of(container, name)
-    assert await execute(container, "DELETE FROM audit_log WHERE chain = :chain AND seq = 3",
-                         chain=chain) == 1
+    assert await tamper(container.settings.database_url,
+                        "DELETE FROM audit_log WHERE chain = :chain AND seq = 3", chain=chain) == [1]
     verdict = await _verify(container, name)
     assert (verdict.ok, verdict.first_bad_seq, verdict.checked) == (False, 4, 4)
 
@@ -135,10 +137,11 @@ async def test_token_creation_is_audited_in_the_system_chain_without_the_secret(
     container: Container,
 ) -> None:
     name = await new_model(container)
-    secret = await create_token("ci-bot", "editor", container.uow(ALICE))
+    _, secret = await create_token(CreateToken("ci-bot", "editor"), container.uow(ALICE))
     given = "mrt_given_secret_0123456789abcdef"
-    assert await create_token("deployer", "releaser", container.uow(BOB), secret=given,
-                              principal="team-deploy") == given
+    _, secret2 = await create_token(CreateToken("deployer", "releaser", principal="team-deploy"),
+                                    container.uow(BOB), secret=given)
+    assert secret2 == given
     assert secret.startswith(TOKEN_PREFIX)
 
     rows = await audit_rows(container, "system")

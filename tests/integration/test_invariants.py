@@ -14,7 +14,7 @@ from registry.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from registry.bootstrap import Container
 from registry.services import audit, models, versions
 from registry.services.commands import CreateModel
-from registry.services.tokens import create_token
+from registry.services.tokens import CreateToken, create_token
 from tests.conftest import unique
 from tests.integration.helpers import (
     ALICE,
@@ -93,7 +93,7 @@ async def test_timestamps_come_back_aware_utc(container: Container) -> None:
     name = await new_model(container)
     (registered,) = await register(container, name)
     moved = await move(container, name, 1, "staging")
-    await create_token("ci", "editor", container.uow(ALICE))
+    await create_token(CreateToken("ci", "editor"), container.uow(ALICE))
     read = container.uow
 
     model = await models.get_model(name, read(ALICE, write=False))

@@ -16,14 +16,14 @@ from registry.domain.errors import AlreadyExistsError, NotFoundError
 from registry.domain.events import Change, SystemChange
 from registry.domain.model import ModelVersion, RegisteredModel
 from registry.domain.stages import Stage
-from registry.services.ports import Actor
+from registry.services.ports import Actor, AliasRecord
 
 
 @dataclass
 class State:
     models: dict[str, RegisteredModel] = field(default_factory=dict)
     versions: dict[tuple[int, int], ModelVersion] = field(default_factory=dict)
-    aliases: dict[tuple[int, str], int] = field(default_factory=dict)
+    aliases: dict[tuple[int, str], AliasRecord] = field(default_factory=dict)
     next_model_id: int = 1
 
 
@@ -128,11 +128,11 @@ class FakeRepository:
                 if m == model.id and v.stage is Stage.ARCHIVED and v.left_production_seq is not None]
         return max(left, key=lambda v: v.left_production_seq or 0).version if left else None
 
-    async def get_alias(self, model: RegisteredModel, alias: str) -> int | None:
+    async def get_alias(self, model: RegisteredModel, alias: str) -> AliasRecord | None:
         return self.state.aliases.get((model.id, alias))
 
-    async def set_alias(self, model: RegisteredModel, alias: str, version: int) -> None:
-        self.state.aliases[(model.id, alias)] = version
+    async def set_alias(self, model: RegisteredModel, alias: str, version: int, protected: bool) -> None:
+        self.state.aliases[(model.id, alias)] = AliasRecord(version, protected)
 
     async def delete_alias(self, model: RegisteredModel, alias: str) -> None:
         del self.state.aliases[(model.id, alias)]

@@ -597,13 +597,14 @@ async def test_setting_an_alias_records_alias_set_with_no_previous_version(
 ) -> None:
     await given_model(store, versions=2)
 
-    version = await set_alias(SetAlias(NAME, "champion", 1), uow)
+    version, protected = await set_alias(SetAlias(NAME, "champion", 1), uow)
 
-    assert version.version == 1 and uow.committed
+    assert version.version == 1 and not protected and uow.committed
     assert uow.changes() == [AliasSet(
-        model=NAME, version=1, before=None, after={"alias": "champion", "version": 1},
+        model=NAME, version=1, before=None,
+        after={"alias": "champion", "version": 1, "protected": False},
         extra={"alias": "champion", "previous_version": None})]
-    assert (await get_alias(NAME, "champion", unit(store))).version == 1
+    assert (await get_alias(NAME, "champion", unit(store)))[0].version == 1
 
 
 async def test_moving_an_alias_records_its_previous_version(store: Store, uow: FakeUnitOfWork) -> None:
@@ -614,9 +615,9 @@ async def test_moving_an_alias_records_its_previous_version(store: Store, uow: F
 
     [change] = uow.changes()
     assert isinstance(change, AliasSet) and change.version == 2
-    assert change.before == {"alias": "champion", "version": 1}
+    assert change.before == {"alias": "champion", "version": 1, "protected": False}
     assert change.extra == {"alias": "champion", "previous_version": 1}
-    assert (await get_alias(NAME, "champion", unit(store))).version == 2
+    assert (await get_alias(NAME, "champion", unit(store)))[0].version == 2
 
 
 async def test_setting_an_alias_to_where_it_points_records_nothing(
@@ -653,8 +654,8 @@ async def test_deleting_an_alias_records_alias_deleted(store: Store, uow: FakeUn
 
     assert uow.committed
     assert uow.changes() == [AliasDeleted(
-        model=NAME, version=1, before={"alias": "champion", "version": 1}, after=None,
-        extra={"alias": "champion", "previous_version": 1})]
+        model=NAME, version=1, before={"alias": "champion", "version": 1, "protected": False},
+        after=None, extra={"alias": "champion", "previous_version": 1})]
     with pytest.raises(NotFoundError):
         await get_alias(NAME, "champion", unit(store))
 

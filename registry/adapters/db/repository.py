@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, exists, false, func, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -24,9 +24,10 @@ from registry.adapters.db.tables import (
 )
 from registry.domain.errors import AlreadyExistsError, NotFoundError
 from registry.domain.model import DatasetRef, ModelVersion, RegisteredModel
+from registry.domain.permissions import like_patterns
 from registry.domain.stages import Stage
 from registry.services.audit import GENESIS, model_chain
-from registry.services.ports import TokenRecord
+from registry.services.ports import AliasRecord, AuditQuery, TokenRecord
 
 
 @dataclass(slots=True)
@@ -64,12 +65,49 @@ def _version(row: Any, model_name: str) -> ModelVersion:
     )
 
 
+_TOKENS = (select(tokens_t.c.id, tokens_t.c.name, principals_t.c.name.label("principal"),
+                  tokens_t.c.role, tokens_t.c.expires_at, tokens_t.c.revoked_at, tokens_t.c.models,
+                  tokens_t.c.created_at, tokens_t.c.last_used_at)
+           .join(principals_t, principals_t.c.id == tokens_t.c.principal_id))
+
+
+def _token(row: Any) -> TokenRecord:
+    return TokenRecord(row.id, row.name, row.principal, row.role, row.expires_at, row.revoked_at,
+                       row.models, row.created_at, row.last_used_at)
+
+
+def _name_matches(column: Any, patterns: Sequence[str], sqlite: bool) -> Any:
+    """The column matches one of the globs ('*', '?'): GLOB on SQLite, whose LIKE ignores case;
+    LIKE with the wildcards translated on PostgreSQL."""
+    if not patterns:
+        return false()
+    if sqlite:
+        return or_(*(column.op("GLOB")(p) for p in patterns))
+    return or_(*(column.like(p, escape="\\") for p in like_patterns(patterns)))
+
+
+def _visible_chain(chain_column: Any, query: AuditQuery, sqlite: bool) -> Any:
+    """Chains the query may see: one chain, or its models' chains (and the system chain for
+    admins)."""
+    if query.chain is not None:
+        visible = chain_column == query.chain
+    elif query.patterns is None:
+        visible = true()
+    else:
+        visible = chain_column.in_(select(chains_t.c.id).where(
+            _name_matches(chains_t.c.model_name, query.patterns, sqlite)))
+    if query.include_system or query.chain is not None:
+        return visible
+    return and_(visible, chain_column != "system")
+
+
 class SqlRepository:
     """Data access for one unit of work. ``heads`` holds the chain heads this transaction has
     locked, for the unit of work to extend at commit."""
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
+        self.sqlite = conn.dialect.name == "sqlite"
         self.heads: dict[str, ChainHead] = {}
 
     # -- models -------------------------------------------------------------------------------
@@ -128,9 +166,11 @@ class SqlRepository:
         # Versions and aliases go by ON DELETE CASCADE; the chain row and audit entries stay.
         await self.conn.execute(models_t.delete().where(models_t.c.id == model.id))
 
-    async def list_models(self, name_prefix: str | None, after: str | None,
-                          limit: int) -> list[RegisteredModel]:
+    async def list_models(self, name_prefix: str | None, after: str | None, limit: int,
+                          patterns: Sequence[str] | None = None) -> list[RegisteredModel]:
         stmt = select(*_MODEL_COLS).order_by(models_t.c.name).limit(limit)
+        if patterns is not None:
+            stmt = stmt.where(_name_matches(models_t.c.name, patterns, self.sqlite))
         if name_prefix:
             # LIKE narrows (and uses the index); substr keeps it exact where LIKE ignores case.
             stmt = stmt.where(models_t.c.name.startswith(name_prefix, autoescape=True),
@@ -229,18 +269,20 @@ class SqlRepository:
 
     # -- aliases ------------------------------------------------------------------------------
 
-    async def get_alias(self, model: RegisteredModel, alias: str) -> int | None:
-        stmt = select(aliases_t.c.version).where(aliases_t.c.model_id == model.id,
-                                                 aliases_t.c.alias == alias)
-        return (await self.conn.execute(stmt)).scalar_one_or_none()
+    async def get_alias(self, model: RegisteredModel, alias: str) -> AliasRecord | None:
+        stmt = select(aliases_t.c.version, aliases_t.c.protected).where(
+            aliases_t.c.model_id == model.id, aliases_t.c.alias == alias)
+        row = (await self.conn.execute(stmt)).first()
+        return AliasRecord(row.version, bool(row.protected)) if row else None
 
-    async def set_alias(self, model: RegisteredModel, alias: str, version: int) -> None:
+    async def set_alias(self, model: RegisteredModel, alias: str, version: int, protected: bool) -> None:
         # The model row is locked, so update-or-insert cannot race with another writer.
         result = await self.conn.execute(update(aliases_t).where(
-            aliases_t.c.model_id == model.id, aliases_t.c.alias == alias).values(version=version))
+            aliases_t.c.model_id == model.id, aliases_t.c.alias == alias).values(
+            version=version, protected=protected))
         if result.rowcount == 0:
             await self.conn.execute(insert(aliases_t).values(model_id=model.id, alias=alias,
-                                                             version=version))
+                                                             version=version, protected=protected))
 
     async def delete_alias(self, model: RegisteredModel, alias: str) -> None:
         await self.conn.execute(aliases_t.delete().where(aliases_t.c.model_id == model.id,
@@ -271,16 +313,40 @@ class SqlRepository:
                 .order_by(chains_t.c.model_id.desc()).limit(1))
         return (await self.conn.execute(stmt)).scalar_one_or_none()
 
-    async def audit_entries(self, chain: str | None, after: int, limit: int) -> list[dict[str, Any]]:
+    async def chains_for_model_name(self, name: str) -> list[str]:
+        """Every chain that held ``name``, newest model first."""
+        stmt = (select(chains_t.c.id).where(chains_t.c.model_name == name)
+                .order_by(chains_t.c.model_id.desc()))
+        return list((await self.conn.execute(stmt)).scalars())
+
+    async def audit_entries(self, query: AuditQuery, after: int, limit: int) -> list[dict[str, Any]]:
         stmt = (select(audit_t.c.id, audit_t.c.canonical, audit_t.c.hash)
-                .where(audit_t.c.id > after).order_by(audit_t.c.id).limit(limit))
-        if chain is not None:
-            stmt = stmt.where(audit_t.c.chain == chain)
+                .where(audit_t.c.id > after, _visible_chain(audit_t.c.chain, query, self.sqlite))
+                .order_by(audit_t.c.id).limit(limit))
+        if query.version is not None:
+            stmt = stmt.where(audit_t.c.version == query.version)
+        if query.actor is not None:
+            stmt = stmt.where(audit_t.c.actor == query.actor)
+        if query.action is not None:
+            stmt = stmt.where(audit_t.c.action == query.action)
+        if query.since is not None:
+            stmt = stmt.where(audit_t.c.at >= query.since)
+        if query.until is not None:
+            stmt = stmt.where(audit_t.c.at <= query.until)
         return [{"id": r.id, **json.loads(r.canonical), "hash": r.hash}
                 for r in await self.conn.execute(stmt)]
 
-    async def audit_chains(self) -> list[str]:
-        return list((await self.conn.execute(select(chains_t.c.id).order_by(chains_t.c.id))).scalars())
+    async def audit_heads(self, query: AuditQuery) -> list[dict[str, Any]]:
+        stmt = (select(chains_t.c.id, chains_t.c.model_name, chains_t.c.audit_seq, chains_t.c.audit_hash)
+                .where(_visible_chain(chains_t.c.id, query, self.sqlite)).order_by(chains_t.c.id))
+        return [{"chain": r.id, "model": r.model_name, "seq": r.audit_seq, "hash": r.audit_hash}
+                for r in await self.conn.execute(stmt)]
+
+    async def audit_chains(self, query: AuditQuery | None = None) -> list[str]:
+        stmt = select(chains_t.c.id).order_by(chains_t.c.id)
+        if query is not None:
+            stmt = stmt.where(_visible_chain(chains_t.c.id, query, self.sqlite))
+        return list((await self.conn.execute(stmt)).scalars())
 
     async def chain_head(self, chain: str) -> tuple[int, str]:
         row = (await self.conn.execute(select(chains_t.c.audit_seq, chains_t.c.audit_hash)
@@ -310,7 +376,8 @@ class SqlRepository:
         return bool((await self.conn.execute(select(exists().select_from(tokens_t)))).scalar())
 
     async def add_token(self, name: str, principal: str, role: str, secret_hash: str, prefix: str,
-                        now: datetime) -> int:
+                        now: datetime, models: list[str] | None = None,
+                        expires_at: datetime | None = None) -> int:
         principal_id = (await self.conn.execute(
             select(principals_t.c.id).where(principals_t.c.name == principal))).scalar_one_or_none()
         if principal_id is None:
@@ -318,16 +385,26 @@ class SqlRepository:
                 name=principal, created_at=now).returning(principals_t.c.id))).scalar_one()
         return (await self.conn.execute(insert(tokens_t).values(
             principal_id=principal_id, name=name, prefix=prefix, secret_hash=secret_hash,
-            role=role, created_at=now).returning(tokens_t.c.id))).scalar_one()
+            role=role, models=models, expires_at=expires_at, created_at=now,
+        ).returning(tokens_t.c.id))).scalar_one()
 
     async def token_by_hash(self, secret_hash: str) -> TokenRecord | None:
-        stmt = (select(tokens_t.c.id, tokens_t.c.name, principals_t.c.name.label("principal"),
-                       tokens_t.c.role, tokens_t.c.expires_at, tokens_t.c.revoked_at)
-                .join(principals_t, principals_t.c.id == tokens_t.c.principal_id)
-                .where(tokens_t.c.secret_hash == secret_hash))
-        row = (await self.conn.execute(stmt)).first()
-        return TokenRecord(row.id, row.name, row.principal, row.role, row.expires_at,
-                           row.revoked_at) if row else None
+        row = (await self.conn.execute(_TOKENS.where(tokens_t.c.secret_hash == secret_hash))).first()
+        return _token(row) if row else None
+
+    async def get_token(self, token_id: int) -> TokenRecord | None:
+        row = (await self.conn.execute(_TOKENS.where(tokens_t.c.id == token_id))).first()
+        return _token(row) if row else None
+
+    async def list_tokens(self, after: int, limit: int) -> list[TokenRecord]:
+        stmt = _TOKENS.where(tokens_t.c.id > after).order_by(tokens_t.c.id).limit(limit)
+        return [_token(r) for r in await self.conn.execute(stmt)]
+
+    async def revoke_token(self, token_id: int, now: datetime) -> None:
+        await self.conn.execute(update(tokens_t).where(tokens_t.c.id == token_id).values(revoked_at=now))
+
+    async def touch_token(self, token_id: int, now: datetime) -> None:
+        await self.conn.execute(update(tokens_t).where(tokens_t.c.id == token_id).values(last_used_at=now))
 
     async def count(self, table: Any) -> int:
         return (await self.conn.execute(select(func.count()).select_from(table))).scalar_one()

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.types import TypeDecorator
@@ -152,11 +154,14 @@ class AliasRow(SQLModel, table=True):
     )
     alias: str = Field(sa_column=Column(String(255), primary_key=True))
     version: int = Field(sa_column=Column(Integer, nullable=False))
+    # Only admins move, delete or (un)protect a protected alias.
+    protected: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
 
 class AuditRow(SQLModel, table=True):
     """One audit entry. ``canonical`` is the exact RFC 8785 text that was hashed; the other
-    columns repeat parts of it for filtering and are checked against it by verify."""
+    columns repeat parts of it for filtering and are checked against it by verify. Append-only:
+    triggers installed by migration 0002 refuse UPDATE, DELETE (and TRUNCATE on PostgreSQL)."""
 
     __tablename__ = "audit_log"
     __table_args__ = (

@@ -7,17 +7,21 @@ from typing import Annotated, Any
 from litestar import Controller, Request, get
 from litestar.params import QueryParameter
 
-from registry.api.deps import reader
+from registry.api.deps import parse_time, reader, rfc3339
 from registry.api.errors import problem_responses
 from registry.api.schemas import (
     MODEL_NAME_PATTERN,
+    NO_NUL,
     AuditEntry,
     AuditList,
     AuditVerification,
+    ChainHead,
+    ChainHeads,
     Event,
     EventList,
 )
 from registry.services import audit
+from registry.services.ports import AuditQuery
 
 ModelQuery = Annotated[str | None, QueryParameter(min_length=1, max_length=256, pattern=MODEL_NAME_PATTERN,
                                                   description="model name")]
@@ -28,12 +32,29 @@ class AuditController(Controller):
     tags = ["audit"]
 
     @get("/audit", operation_id="listAudit", responses=problem_responses(400, 404))
-    async def list_audit(self, request: Request[Any, Any, Any], model: ModelQuery = None,
-                   limit: Annotated[int | None, QueryParameter(ge=1, le=1000)] = None,
-                   cursor: Annotated[str | None, QueryParameter(max_length=2048)] = None) -> AuditList:
-        """Audit entries of one model's chain, or of every chain, in chain order."""
-        result = await audit.list_audit(model, cursor, limit, reader(request))
+    async def list_audit(
+        self, request: Request[Any, Any, Any], model: ModelQuery = None,
+        version: Annotated[int | None, QueryParameter(ge=1, le=2**31 - 1)] = None,
+        actor: Annotated[str | None, QueryParameter(min_length=1, max_length=256, pattern=NO_NUL)] = None,
+        action: Annotated[str | None, QueryParameter(min_length=1, max_length=64, pattern=NO_NUL)] = None,
+        since: Annotated[str | None, rfc3339("RFC 3339; entries at or after")] = None,
+        until: Annotated[str | None, rfc3339("RFC 3339; entries at or before")] = None,
+        limit: Annotated[int | None, QueryParameter(ge=1, le=1000)] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=2048)] = None,
+    ) -> AuditList:
+        """Audit entries of one model's chain, or of every chain the token may see (the system
+        chain for admins only), in chain order, filtered."""
+        query = AuditQuery(version=version, actor=actor, action=action, since=parse_time(since),
+                           until=parse_time(until))
+        result = await audit.list_audit(model, cursor, limit, reader(request), query)
         return AuditList([AuditEntry(**r) for r in result.items], result.next_cursor)
+
+    @get("/audit/head", operation_id="getAuditHeads", responses=problem_responses(400, 404))
+    async def audit_heads(self, request: Request[Any, Any, Any], model: ModelQuery = None) -> ChainHeads:
+        """Each visible chain's latest seq and hash: save them elsewhere to anchor the log, so
+        a truncated or rewritten tail is caught later (`python -m registry audit verify --anchor`)."""
+        heads = await audit.audit_heads(model, reader(request))
+        return ChainHeads([ChainHead(**h) for h in heads])
 
     @get("/audit/verify", operation_id="verifyAudit", responses=problem_responses(400, 404))
     async def verify_audit(self, request: Request[Any, Any, Any], model: ModelQuery = None) -> AuditVerification:

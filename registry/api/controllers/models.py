@@ -21,7 +21,7 @@ class ModelController(Controller):
     path = "/models"
     tags = ["models"]
 
-    @post("/", operation_id="createModel", responses=problem_responses(400, 409))
+    @post("/", operation_id="createModel", responses=problem_responses(400, 403, 409))
     async def create_model(self, request: Request[Any, Any, Any], data: JSONBody[CreateModelRequest]) -> ModelResponse:
         """Register a new model name. 409 `already_exists` when the name is taken."""
         model = await svc.create_model(CreateModel(data.name, data.description, data.tags), writer(request))
@@ -41,14 +41,14 @@ class ModelController(Controller):
         """One model."""
         return ModelResponse.of(await svc.get_model(name, reader(request)))
 
-    @patch("/{name:str}", operation_id="updateModel", responses=problem_responses(400, 404))
+    @patch("/{name:str}", operation_id="updateModel", responses=problem_responses(400, 403, 404))
     async def update_model(self, request: Request[Any, Any, Any], name: ModelPath,
                      data: JSONBody[UpdateModelRequest]) -> ModelResponse:
         """JSON merge patch of description and tags (a null tag value removes the tag)."""
         cmd = UpdateModel(name, given(data.description), given(data.tags))
         return ModelResponse.of(await svc.update_model(cmd, writer(request)))
 
-    @delete("/{name:str}", operation_id="deleteModel", responses=problem_responses(400, 404, 409))
+    @delete("/{name:str}", operation_id="deleteModel", responses=problem_responses(400, 403, 404, 409))
     async def delete_model(self, request: Request[Any, Any, Any], name: ModelPath) -> None:
         """Delete a model with its versions and aliases; its audit log stays. 409 `conflict`
         while a version is in production."""

@@ -8,24 +8,27 @@ from litestar import Controller, Request, Response, delete, get, patch, post, pu
 from litestar.datastructures import ResponseHeader
 from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
 
-from registry.api.deps import AliasPath, ModelPath, VersionPath, given, reader, writer
+from registry.api.deps import AliasPath, ModelPath, VersionPath, given, parse_time, reader, rfc3339, writer
 from registry.api.errors import problem_responses
 from registry.api.schemas import (
     NO_NUL,
     AliasResponse,
+    HistoryStages,
+    ModelHistoryResponse,
     ModelVersionList,
     ModelVersionResponse,
     RegisterVersionRequest,
     SetAliasRequest,
     StageChangeRecord,
     StageHistory,
+    StageHolder,
     StageMembers,
     TransitionBody,
     TransitionRequest,
     TransitionResponse,
     UpdateVersionRequest,
 )
-from registry.services import aliases, transitions, versions
+from registry.services import aliases, history, transitions, versions
 from registry.services.commands import (
     DeleteAlias,
     RegisterModelVersion,
@@ -49,7 +52,7 @@ class VersionController(Controller):
     tags = ["versions"]
 
     @post("/versions", operation_id="registerModelVersion", response_headers=ETAG_HEADER,
-          responses=problem_responses(400, 404))
+          responses=problem_responses(400, 403, 404))
     async def register_version(self, request: Request[Any, Any, Any], name: ModelPath,
                        data: JSONBody[RegisterVersionRequest]) -> Response[ModelVersionResponse]:
         """Register the next version (numbers come from the model's counter) in stage `none`."""
@@ -83,7 +86,7 @@ class VersionController(Controller):
         return with_etag(ModelVersionResponse.of(v), v.etag)
 
     @patch("/versions/{version:int}", operation_id="updateModelVersion", response_headers=ETAG_HEADER,
-           responses=problem_responses(400, 404, 409, 412))
+           responses=problem_responses(400, 403, 404, 409, 412))
     async def update_version(self, request: Request[Any, Any, Any], name: ModelPath, version: VersionPath,
                      data: JSONBody[UpdateVersionRequest], if_match: IfMatch = None) -> Response[ModelVersionResponse]:
         """JSON merge patch of description and tags; metrics only while the stage is `none`
@@ -95,7 +98,7 @@ class VersionController(Controller):
 
     @post("/versions/{version:int}/transitions", operation_id="transitionModelVersion",
           status_code=200, response_headers=ETAG_HEADER,
-          responses=problem_responses(400, 404, 409, 412, 422))
+          responses=problem_responses(400, 403, 404, 409, 412, 422))
     async def transition_version(self, request: Request[Any, Any, Any], name: ModelPath, version: VersionPath,
                          data: JSONBody[TransitionRequest], if_match: IfMatch = None) -> Response[TransitionResponse]:
         """Move the version to `to_stage`. 409 `invalid_transition` (with `allowed`) when the
@@ -129,21 +132,36 @@ class VersionController(Controller):
         members = await versions.versions_in_stage(name, stage, reader(request))
         return StageMembers([ModelVersionResponse.of(v) for v in members])
 
-    @put("/aliases/{alias:str}", operation_id="setAlias", responses=problem_responses(400, 404))
+    @get("/history", operation_id="getModelHistory", responses=problem_responses(400, 404))
+    async def history_at(self, request: Request[Any, Any, Any], name: ModelPath,
+                         at: Annotated[str, rfc3339("RFC 3339 moment")]) -> ModelHistoryResponse:
+        """Which version held production and staging, and where each alias pointed, at `at`:
+        replayed from the model's audit chain."""
+        moment = parse_time(at)
+        assert moment is not None
+        h = await history.model_history(name, moment, reader(request))
+        return ModelHistoryResponse(
+            h.at, HistoryStages(StageHolder(h.production) if h.production is not None else None,
+                                [StageHolder(v) for v in h.staging]),
+            h.aliases)
+
+    @put("/aliases/{alias:str}", operation_id="setAlias", responses=problem_responses(400, 403, 404))
     async def set_alias(self, request: Request[Any, Any, Any], name: ModelPath, alias: AliasPath,
                         data: JSONBody[SetAliasRequest]) -> AliasResponse:
-        """Point the alias at a version (creating or moving it)."""
-        v = await aliases.set_alias(SetAlias(name, alias, data.version), writer(request))
-        return AliasResponse(name, alias, v.version, ModelVersionResponse.of(v))
+        """Point the alias at a version (creating or moving it). Protected aliases are moved,
+        deleted or (un)protected by admins only."""
+        v, protected = await aliases.set_alias(SetAlias(name, alias, data.version, data.protected),
+                                               writer(request))
+        return AliasResponse(name, alias, v.version, protected, ModelVersionResponse.of(v))
 
     @get("/aliases/{alias:str}", operation_id="getAlias", responses=problem_responses(400, 404))
     async def get_alias(self, request: Request[Any, Any, Any], name: ModelPath,
                         alias: AliasPath) -> AliasResponse:
         """The version the alias points at."""
-        v = await aliases.get_alias(name, alias, reader(request))
-        return AliasResponse(name, alias, v.version, ModelVersionResponse.of(v))
+        v, protected = await aliases.get_alias(name, alias, reader(request))
+        return AliasResponse(name, alias, v.version, protected, ModelVersionResponse.of(v))
 
-    @delete("/aliases/{alias:str}", operation_id="deleteAlias", responses=problem_responses(400, 404))
+    @delete("/aliases/{alias:str}", operation_id="deleteAlias", responses=problem_responses(400, 403, 404))
     async def delete_alias(self, request: Request[Any, Any, Any], name: ModelPath, alias: AliasPath) -> None:
         """Remove the alias."""
         await aliases.delete_alias(DeleteAlias(name, alias), writer(request))
