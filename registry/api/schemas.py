@@ -91,7 +91,7 @@ class SetAliasRequest(Request):
     protected: bool | None = None  # omit to keep; only admins set it or move a protected alias
 
 
-MODEL_PATTERN = r"^[^\[\]/:\x00-\x1f\x7f]+$"  # a model-name glob, as the domain allows
+MODEL_PATTERN = r"^[^\[\]/:\x00-\x1f\x7f-\x9f]+(?![\s\S])"  # a model-name glob, as the domain allows
 ModelPattern = Annotated[str, Meta(min_length=1, max_length=256, pattern=MODEL_PATTERN,
                                    description="model-name glob: '*' and '?' as wildcards")]
 RoleName = Annotated[str, Meta(pattern="^(viewer|editor|stager|releaser|admin)$")]

@@ -38,7 +38,7 @@ class Role(enum.IntEnum):
 
 
 # Globs of model names: '*' and '?' only, so they translate exactly to SQL LIKE.
-_PATTERN = re.compile(r"^[^\[\]/:\x00-\x1f\x7f]{1,256}$")
+_PATTERN = re.compile(r"^[^\[\]/:\x00-\x1f\x7f-\x9f]{1,256}\Z")
 
 
 def validate_patterns(patterns: Sequence[str] | None) -> list[str] | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from registry.domain.errors import NotFoundError, ValidationError
@@ -49,6 +49,7 @@ async def model_history(name: str, at: datetime, uow: UnitOfWork) -> ModelHistor
     then (a re-created name has a chain of its own)."""
     if at.tzinfo is None:
         raise ValidationError("at must carry a time zone (RFC 3339)")
+    at = at.astimezone(UTC)  # answers are in UTC, whatever offset the question used
     check_visible(uow, name)
     async with uow:
         chains = await uow.repo.chains_for_model_name(name)
