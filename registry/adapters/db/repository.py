@@ -90,14 +90,14 @@ def _visible_chain(chain_column: Any, query: AuditQuery, sqlite: bool) -> Any:
     """Chains the query may see: one chain, or its models' chains (and the system chain for
     admins)."""
     if query.chain is not None:
-        visible = chain_column == query.chain
-    elif query.patterns is None:
+        return chain_column == query.chain
+    if query.patterns is None:
         visible = true()
     else:
         visible = chain_column.in_(select(chains_t.c.id).where(
             _name_matches(chains_t.c.model_name, query.patterns, sqlite)))
-    if query.include_system or query.chain is not None:
-        return visible
+    if query.include_system:
+        return or_(visible, chain_column == "system")
     return and_(visible, chain_column != "system")
 
 

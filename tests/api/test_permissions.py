@@ -1,0 +1,462 @@
+"""Who may do what: one table drives every operation x role x in/out of scope to its status.
+
+Every operationId of the committed OpenAPI document must have at least one row here (a test
+fails otherwise), so a new endpoint cannot ship without saying who may call it.
+
+Per server, the admin creates one token per role, each limited to the glob ``perm-in-*``; models
+named ``perm-out-*`` do not exist for those tokens. A row that changes state gets, per cell
+(row x role x scope), a model of its own prepared by the admin before the module's tests run, so
+every cell is one fresh, independent request. Besides the status, each cell checks that a refused
+request changed nothing and an allowed write changed something (the model's audit head, or the
+system chain's for token operations), and reads check what they return.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.helpers import assert_problem, seg
+from tests.support import REPO, Server
+
+ROLES = ("viewer", "editor", "stager", "releaser", "admin")
+SCOPE = "perm-in-*"
+IN, OUT = "perm-in-", "perm-out-"
+API = "/api/v1"
+OPENAPI = REPO / "openapi" / "openapi.json"
+
+Ctx = dict[str, Any]
+
+
+# -- how a cell's model is prepared -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prep:
+    """What the admin creates before a cell's request: the model (unless ``create`` is false),
+    ``versions`` versions, then ``moves`` (version, stage) in order, then ``aliases``
+    (alias, version, protected)."""
+
+    create: bool = True
+    versions: int = 0
+    moves: tuple[tuple[int, str], ...] = ()
+    aliases: tuple[tuple[str, int, bool], ...] = ()
+
+
+NOTHING = Prep(create=False)
+MODEL = Prep()
+ONE = Prep(versions=1)
+
+
+def prepare(admin: httpx.Client, name: str, prep: Prep) -> Ctx:
+    if prep.create:
+        ok(admin.post(f"{API}/models", json={"name": name}), 201)
+    for _ in range(prep.versions):
+        ok(admin.post(f"{API}/models/{seg(name)}/versions", json={"source": "s3://bucket/m"}), 201)
+    for version, stage in prep.moves:
+        ok(admin.post(f"{API}/models/{seg(name)}/versions/{version}/transitions",
+                      json={"to_stage": stage, "comment": "setup"}), 200)
+    for alias, version, protected in prep.aliases:
+        ok(admin.put(f"{API}/models/{seg(name)}/aliases/{alias}",
+                     json={"version": version, "protected": protected}), 200)
+    return {"m": name}
+
+
+def ok(response: httpx.Response, status: int) -> httpx.Response:
+    assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.text}"
+    return response
+
+
+# -- the table --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One kind of request. In scope, roles from ``least`` up get ``status`` and the others 403
+    (``least`` None: every role); out of scope, every role gets ``out`` (``out`` None: the
+    operation is not about one model, so scope does not apply and only "na" cells exist)."""
+
+    id: str
+    operation: str
+    method: str
+    path: str  # from the server root; {m} is the cell's model, {token_id} a token made for it
+    least: str | None
+    status: int
+    body: dict[str, Any] | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    prep: Prep | None = None  # None: the shared read-only model of the scope
+    out: int | None = 404
+    writes: bool = True
+    check: Callable[[httpx.Response, Ctx, str, Any], None] | None = None
+
+    def expected(self, role: str, scope: str) -> int:
+        if scope == "out":
+            assert self.out is not None
+            return self.out
+        if self.least is None or ROLES.index(role) >= ROLES.index(self.least):
+            return self.status
+        return 403
+
+
+def read(id: str, operation: str, path: str, check: Callable[..., None] | None = None,
+         **params: str) -> Row:
+    """A read of the shared model of the scope: every role in scope, nobody out of it."""
+    return Row(id, operation, "GET", API + path, None, 200, params=params, writes=False, check=check)
+
+
+def global_read(id: str, operation: str, path: str, check: Callable[..., None] | None = None,
+                **params: str) -> Row:
+    return Row(id, operation, "GET", path, None, 200, params=params, out=None, writes=False, check=check)
+
+
+def write(id: str, operation: str, method: str, path: str, least: str, status: int, prep: Prep,
+          body: dict[str, Any] | None = None, out: int | None = 404) -> Row:
+    return Row(id, operation, method, API + path, least, status, body=body, prep=prep, out=out)
+
+
+def transition(id: str, least: str, to_stage: str, prep: Prep, version: int = 1,
+               comment: str | None = None) -> Row:
+    body: dict[str, Any] = {"to_stage": to_stage}
+    if comment:
+        body["comment"] = comment
+    return write(id, "transitionModelVersion", "POST", f"/models/{{m}}/versions/{version}/transitions",
+                 least, 200, prep, body)
+
+
+# Checks on 2xx bodies: (response, cell context, role, world).
+
+def _is_model(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    assert r.json()["name"] == ctx["m"]
+
+
+def _versions(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    assert [v["version"] for v in r.json()["items"]] == [1, 2]
+
+
+def _version_1(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    assert (r.json()["model"], r.json()["version"], r.json()["stage"]) == (ctx["m"], 1, "production")
+
+
+def _stage_history(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    assert [h["to_stage"] for h in r.json()["items"]] == ["staging", "production"]
+
+
+def _production(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    assert [v["version"] for v in r.json()["items"]] == [1]
+
+
+def _champion(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    assert (r.json()["alias"], r.json()["version"]) == ("champion", 1)
+
+
+def _own_audit(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    items = r.json()["items"]
+    assert items and {e["model"] for e in items} == {ctx["m"]}
+
+
+def _verified(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    assert r.json()["ok"] is True and r.json()["checked"] > 0, r.json()
+
+
+def _own_events(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    items = r.json()["items"]
+    assert items and {e["model"] for e in items} == {ctx["m"]}
+
+
+def _own_head(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    assert [h["model"] for h in r.json()["items"]] == [ctx["m"]]
+
+
+def _history(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    body = r.json()
+    assert body["stages"] == {"production": {"version": 1}, "staging": [{"version": 2}]}, body
+    assert body["aliases"] == {"champion": 1}, body
+
+
+def _in_scope_models(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    names = [m["name"] for m in world.all_items(role, f"{API}/models")]
+    assert world.read_model["in"] in names
+    assert all(fnmatchcase(n, SCOPE) for n in names), [n for n in names if not fnmatchcase(n, SCOPE)]
+
+
+def _in_scope_audit(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    entries = world.all_items(role, f"{API}/audit")
+    chains = {e["chain"] for e in entries}
+    assert ("system" in chains) == (role == "admin"), f"system chain listed to {role}: {'system' in chains}"
+    assert world.read_model["in"] in {e["model"] for e in entries}
+    outside = [e for e in entries if e["chain"] != "system" and not fnmatchcase(e["model"] or "", SCOPE)]
+    assert outside == []
+
+
+def _in_scope_heads(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    heads = r.json()["items"]
+    seen = "system" in {h["chain"] for h in heads}
+    assert seen == (role == "admin"), f"system chain head shown to {role}: {seen}"
+    models = {h["model"] for h in heads if h["chain"] != "system"}
+    assert world.read_model["in"] in models
+    assert all(fnmatchcase(m, SCOPE) for m in models), models
+
+
+def _verified_what_it_sees(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    body = r.json()
+    assert body["ok"] is True, body
+    # Exactly the entries the token may list: its models' chains (and the system chain for admins).
+    assert body["checked"] == len(world.all_items(role, f"{API}/audit")), body
+
+
+def _created_token(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    body = r.json()
+    assert body["name"] == ctx["m"] and body["token"], body
+
+
+def _token_list(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    items = r.json()["items"]
+    assert {f"perm-{x}" for x in ROLES} <= {t["name"] for t in items}
+    assert all("token" not in t for t in items)
+
+
+def _alive(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    assert r.status_code == 200
+
+
+READ_PREP = Prep(versions=2, moves=((1, "staging"), (1, "production"), (2, "staging")),
+                 aliases=(("champion", 1, False),))
+STAGING = Prep(versions=1, moves=((1, "staging"),))
+PRODUCTION = Prep(versions=1, moves=((1, "staging"), (1, "production")))
+ARCHIVED = Prep(versions=1, moves=((1, "archived"),))
+# v1 was in production, v2 replaced it: v1 is the version a rollback may bring back.
+REPLACED = Prep(versions=2, moves=((1, "staging"), (1, "production"), (2, "staging"), (2, "production")))
+ALIASED = Prep(versions=2, aliases=(("candidate", 1, False),))
+PROTECTED = Prep(versions=2, aliases=(("champion", 1, True),))
+
+TABLE: tuple[Row, ...] = (
+    # reads of a visible model: every role; a model out of scope does not exist
+    read("getModel", "getModel", "/models/{m}", _is_model),
+    read("listModelVersions", "listModelVersions", "/models/{m}/versions", _versions),
+    read("getModelVersion", "getModelVersion", "/models/{m}/versions/1", _version_1),
+    read("getStageHistory", "getStageHistory", "/models/{m}/versions/1/transitions", _stage_history),
+    read("getVersionsInStage", "getVersionsInStage", "/models/{m}/stages/production", _production),
+    read("getAlias", "getAlias", "/models/{m}/aliases/champion", _champion),
+    read("listAudit", "listAudit", "/audit", _own_audit, model="{m}"),
+    read("verifyAudit", "verifyAudit", "/audit/verify", _verified, model="{m}"),
+    read("listEvents", "listEvents", "/events", _own_events, model="{m}"),
+    read("getAuditHeads", "getAuditHeads", "/audit/head", _own_head, model="{m}"),
+    read("getModelHistory", "getModelHistory", "/models/{m}/history", _history, at="{at}"),
+    # reads across models: every role, filtered to what the token may see
+    global_read("listModels", "listModels", f"{API}/models", _in_scope_models),
+    global_read("listAudit-all", "listAudit", f"{API}/audit", _in_scope_audit, limit="1000"),
+    global_read("getAuditHeads-all", "getAuditHeads", f"{API}/audit/head", _in_scope_heads),
+    global_read("verifyAudit-all", "verifyAudit", f"{API}/audit/verify", _verified_what_it_sees),
+    global_read("healthz", "healthz", "/healthz", _alive),
+    global_read("readyz", "readyz", "/readyz", _alive),
+    # models and versions: editors and up; creating outside the scope is 403, not 404
+    write("createModel", "createModel", "POST", "/models", "editor", 201, NOTHING, {"name": "{m}"}, out=403),
+    write("updateModel", "updateModel", "PATCH", "/models/{m}", "editor", 200, MODEL, {"description": "new"}),
+    write("deleteModel", "deleteModel", "DELETE", "/models/{m}", "admin", 204, ONE),
+    write("registerModelVersion", "registerModelVersion", "POST", "/models/{m}/versions", "editor", 201,
+          MODEL, {"source": "s3://bucket/m"}),
+    write("updateModelVersion", "updateModelVersion", "PATCH", "/models/{m}/versions/1", "editor", 200,
+          ONE, {"description": "new"}),
+    # aliases: editors for unprotected ones; protecting, and moving or deleting a protected one, admins
+    write("setAlias", "setAlias", "PUT", "/models/{m}/aliases/candidate", "editor", 200, ONE, {"version": 1}),
+    write("setAlias-move", "setAlias", "PUT", "/models/{m}/aliases/candidate", "editor", 200, ALIASED,
+          {"version": 2}),
+    write("setAlias-new-protected", "setAlias", "PUT", "/models/{m}/aliases/champion", "admin", 200, ONE,
+          {"version": 1, "protected": True}),
+    write("setAlias-protect", "setAlias", "PUT", "/models/{m}/aliases/candidate", "admin", 200, ALIASED,
+          {"version": 1, "protected": True}),
+    write("setAlias-move-protected", "setAlias", "PUT", "/models/{m}/aliases/champion", "admin", 200,
+          PROTECTED, {"version": 2}),
+    write("setAlias-unprotect", "setAlias", "PUT", "/models/{m}/aliases/champion", "admin", 200, PROTECTED,
+          {"version": 1, "protected": False}),
+    write("deleteAlias", "deleteAlias", "DELETE", "/models/{m}/aliases/candidate", "editor", 204, ALIASED),
+    write("deleteAlias-protected", "deleteAlias", "DELETE", "/models/{m}/aliases/champion", "admin", 204,
+          PROTECTED),
+    # the stage machine: among none, staging and archived, stagers; into or out of production, releasers
+    transition("submit", "stager", "staging", ONE),
+    transition("archive", "stager", "archived", ONE),
+    transition("withdraw", "stager", "none", STAGING),
+    transition("restore", "stager", "staging", ARCHIVED),
+    transition("promote", "releaser", "production", STAGING),
+    transition("retire", "releaser", "archived", PRODUCTION),
+    transition("rollback", "releaser", "production", REPLACED, comment="v2 misbehaves"),
+    # tokens: admins only, whatever their model scope
+    Row("createToken", "createToken", "POST", f"{API}/tokens", "admin", 201, {"name": "{m}", "role": "viewer"},
+        prep=NOTHING, out=None, check=_created_token),
+    Row("listTokens", "listTokens", "GET", f"{API}/tokens", "admin", 200, params={"limit": "1000"},
+        prep=NOTHING, out=None, writes=False, check=_token_list),
+    Row("revokeToken", "revokeToken", "DELETE", f"{API}/tokens/{{token_id}}", "admin", 204,
+        prep=NOTHING, out=None),
+)
+
+
+def cells() -> Iterator[tuple[Row, str, str]]:
+    for row in TABLE:
+        for role in ROLES:
+            for scope in (("in", "out") if row.out is not None else ("na",)):
+                yield row, role, scope
+
+
+CELLS = list(cells())
+
+
+# -- the world of one server ------------------------------------------------------------------------
+
+
+class World:
+    """The tokens, the shared read-only models and every cell's prepared model of one server."""
+
+    def __init__(self, server: Server) -> None:
+        self.uid = uuid.uuid4().hex[:6]
+        self.admin = httpx.Client(base_url=server.url, headers=server.headers, timeout=30.0)
+        self.clients: dict[str, httpx.Client] = {}
+        self.read_model: dict[str, str] = {}
+        self.contexts: dict[str, Ctx | Exception] = {}
+
+    def close(self) -> None:
+        for client in [self.admin, *self.clients.values()]:
+            client.close()
+
+    def build(self, server: Server) -> None:
+        for role in ROLES:
+            r = ok(self.admin.post(f"{API}/tokens", json={"name": f"perm-{role}", "role": role,
+                                                          "models": [SCOPE]}), 201)
+            self.clients[role] = httpx.Client(base_url=server.url, timeout=30.0,
+                                              headers={"Authorization": f"Bearer {r.json()['token']}"})
+        for scope, prefix in (("in", IN), ("out", OUT)):
+            self.read_model[scope] = prepare(self.admin, f"{prefix}read-{self.uid}", READ_PREP)["m"]
+        at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        for row, role, scope in CELLS:
+            key = cell_id(row, role, scope)
+            try:
+                self.contexts[key] = self._prepare_cell(row, role, scope, at)
+            except Exception as exc:  # reported by the cell's own test
+                self.contexts[key] = exc
+
+    def _prepare_cell(self, row: Row, role: str, scope: str, at: str) -> Ctx:
+        prefix = OUT if scope == "out" else IN
+        if row.prep is None:
+            return {} if scope == "na" else {"m": self.read_model[scope], "at": at}
+        ctx = prepare(self.admin, f"{prefix}{row.id.lower()}-{role}-{self.uid}", row.prep)
+        if row.operation == "revokeToken":
+            r = ok(self.admin.post(f"{API}/tokens", json={"name": f"victim-{role}", "role": "viewer"}), 201)
+            ctx["token_id"] = r.json()["id"]
+        return ctx
+
+    def all_items(self, role: str, path: str, **params: str) -> list[dict[str, Any]]:
+        """Every item of a paged list, as the role's token sees it."""
+        items: list[dict[str, Any]] = []
+        query: dict[str, str] = {"limit": "1000", **params}
+        while True:
+            r = ok(self.clients[role].get(path, params=query), 200)
+            body = r.json()
+            items.extend(body["items"])
+            if not body["next_cursor"]:
+                return items
+            query["cursor"] = body["next_cursor"]
+
+    def state(self, row: Row, ctx: Ctx) -> Any:
+        """What a write would change, as the (unscoped) admin sees it: the model's audit head
+        (None before the model exists), or the system chain's head for token operations."""
+        if row.operation in ("createToken", "listTokens", "revokeToken"):
+            heads = ok(self.admin.get(f"{API}/audit/head"), 200).json()["items"]
+            return [(h["seq"], h["hash"]) for h in heads if h["chain"] == "system"]
+        if "m" not in ctx or row.out is None:
+            return None
+        r = self.admin.get(f"{API}/audit/head", params={"model": ctx["m"]})
+        if r.status_code == 404:
+            return None
+        return [(h["seq"], h["hash"]) for h in ok(r, 200).json()["items"]]
+
+
+def cell_id(row: Row, role: str, scope: str) -> str:
+    return f"{row.id}-{role}-{scope}"
+
+
+@pytest.fixture(scope="module")
+def world(server: Server) -> Iterator[World]:
+    w = World(server)
+    try:
+        w.build(server)
+        yield w
+    finally:
+        w.close()
+
+
+def fill(path: str, ctx: Ctx) -> str:
+    """A path with the cell's values percent-encoded into it."""
+    return re.sub(r"\{(\w+)\}", lambda m: seg(str(ctx[m.group(1)])), path)
+
+
+def fill_plain(value: Any, ctx: Ctx) -> Any:
+    """Body and query values: as they are, not percent-encoded."""
+    if isinstance(value, str):
+        return re.sub(r"\{(\w+)\}", lambda m: str(ctx[m.group(1)]), value)
+    if isinstance(value, dict):
+        return {k: fill_plain(v, ctx) for k, v in value.items()}
+    return value
+
+
+# -- the tests --------------------------------------------------------------------------------------
+
+
+def _operations() -> dict[str, tuple[str, str]]:
+    doc = json.loads(OPENAPI.read_text())
+    return {op["operationId"]: (method.upper(), path)
+            for path, item in doc["paths"].items() for method, op in item.items()
+            if isinstance(op, dict) and "operationId" in op}
+
+
+def _matches(template: str, path: str) -> bool:
+    """Whether ``path`` (a row's, placeholders and all) is an instance of a documented template."""
+    pattern = "".join("[^/]+" if part.startswith("{") else re.escape(part)
+                      for part in re.split(r"(\{[^}]+\})", template))
+    return re.fullmatch(pattern, path) is not None
+
+
+def test_every_operation_has_a_permission_row() -> None:
+    operations = _operations()
+    rows = {row.operation for row in TABLE}
+    missing = sorted(set(operations) - rows)
+    assert not missing, f"operations without a row in the permission table: {missing}"
+    assert not rows - set(operations), f"rows for operations the document lacks: {rows - set(operations)}"
+    for row in TABLE:  # each row really calls the operation it names
+        method, template = operations[row.operation]
+        assert row.method == method and _matches(template, row.path), (row.id, method, template)
+    assert len({row.id for row in TABLE}) == len(TABLE)
+
+
+@pytest.mark.parametrize(("row", "role", "scope"), CELLS, ids=[cell_id(*cell) for cell in CELLS])
+def test_permission(world: World, row: Row, role: str, scope: str) -> None:
+    ctx = world.contexts[cell_id(row, role, scope)]
+    if isinstance(ctx, Exception):
+        raise ctx
+    expected = row.expected(role, scope)
+    before = world.state(row, ctx)
+
+    r = world.clients[role].request(row.method, fill(row.path, ctx), params=fill_plain(row.params, ctx),
+                                    json=fill_plain(row.body, ctx))
+
+    assert r.status_code == expected, (
+        f"{row.method} {r.request.url} as {role} ({scope} scope): expected {expected}, got "
+        f"{r.status_code} {r.text}")
+    if expected == 403:
+        assert_problem(r, 403, "forbidden")
+    elif expected == 404:
+        assert_problem(r, 404, "not_found")
+    elif row.check is not None:
+        row.check(r, ctx, role, world)
+    after = world.state(row, ctx)
+    if row.writes and expected < 300:
+        assert after != before, f"{row.id} answered {r.status_code} but changed nothing"
+    else:
+        assert after == before, f"{row.id} answered {r.status_code} but changed the audit log"
