@@ -122,16 +122,9 @@ class TokenResponse(Struct):
                    t.last_used_at, t.revoked_at)
 
 
-class CreatedTokenResponse(Struct):
+class CreatedTokenResponse(TokenResponse):
     """The token's record and, this once, its secret."""
 
-    id: int
-    name: str
-    principal: str
-    role: str
-    models: list[str] | None
-    created_at: datetime | None
-    expires_at: datetime | None
     token: str
 
 

@@ -29,7 +29,7 @@ class TokenController(Controller):
         cmd = CreateToken(data.name, data.role, data.principal, data.models, parse_time(data.expires_at))
         t, secret = await tokens.create_token(cmd, writer(request))
         return CreatedTokenResponse(t.id, t.name, t.principal, t.role, t.models, t.created_at,
-                                    t.expires_at, secret)
+                                    t.expires_at, t.last_used_at, t.revoked_at, secret)
 
     @get("/", operation_id="listTokens", responses=problem_responses(400, 403))
     async def list_tokens(self, request: Request[Any, Any, Any],
