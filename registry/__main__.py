@@ -26,12 +26,13 @@ def _settings() -> Settings:
         sys.exit(f"configuration error: {exc}")
 
 
-def _migrate(settings: Settings) -> None:
-    from registry.adapters.db.migrate import upgrade
+def _ensure_schema(settings: Settings) -> None:
+    from registry.bootstrap import SchemaNotCurrentError, ensure_schema
 
-    if settings.is_sqlite:
-        settings.ensure_data_dir()
-    upgrade(settings.database_url)
+    try:
+        ensure_schema(settings)
+    except SchemaNotCurrentError as exc:
+        sys.exit(f"error: {exc}")
 
 
 async def _with_container(settings: Settings, fn):  # type: ignore[no-untyped-def]
@@ -56,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "use PostgreSQL (REGISTRY_DATABASE_URL) to scale out", file=sys.stderr)
         return 2
     configure(settings.log_format)
-    _migrate(settings)  # before the server starts, outside its event loop
+    _ensure_schema(settings)  # before the server starts, outside its event loop
     token = asyncio.run(_with_container(
         settings, lambda c: ensure_bootstrap_token(c.uow, settings.bootstrap_token)))
     if token is not None:
@@ -75,8 +76,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from registry.bootstrap import migrate
+
     settings = _settings()
-    _migrate(settings)
+    migrate(settings)
     print("database is at the latest revision")
     return 0
 
@@ -98,7 +101,7 @@ def cmd_token_bootstrap(args: argparse.Namespace) -> int:
     cmd = CreateToken(args.name or "admin", args.role or "admin", args.principal, args.models,
                       datetime.fromisoformat(args.expires_at) if args.expires_at else None)
     settings = _settings()
-    _migrate(settings)
+    _ensure_schema(settings)
     try:
         _, secret = asyncio.run(_with_container(
             settings, lambda c: create_token(cmd, c.uow(Actor("cli", "cli")))))

@@ -32,6 +32,31 @@ class Container:
         await self.engine.dispose()
 
 
+def migrate(settings: Settings) -> None:
+    """Apply pending migrations (outside any event loop)."""
+    from registry.adapters.db.migrate import upgrade
+
+    if settings.is_sqlite:
+        settings.ensure_data_dir()
+    upgrade(settings.database_url)
+
+
+def ensure_schema(settings: Settings) -> None:
+    """The embedded default migrates itself; PostgreSQL is migrated by `python -m registry migrate`
+    (once, by the schema's owner), so replicas never race and the service can run as a non-owner."""
+    from registry.adapters.db.migrate import is_current
+
+    if settings.is_sqlite:
+        migrate(settings)
+    elif not is_current(settings.database_url):
+        raise SchemaNotCurrentError(
+            "the database is not at the latest schema revision: run `python -m registry migrate`")
+
+
+class SchemaNotCurrentError(RuntimeError):
+    """The PostgreSQL schema needs `python -m registry migrate` first."""
+
+
 def build(settings: Settings) -> Container:
     if settings.is_sqlite:
         settings.ensure_data_dir()

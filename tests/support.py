@@ -103,6 +103,9 @@ def run_server(database_url: str, data_dir: Path, workers: int = 1,
     env.update(REGISTRY_DATABASE_URL=database_url, REGISTRY_DATA_DIR=str(data_dir),
                REGISTRY_BOOTSTRAP_TOKEN=token, REGISTRY_LOG_FORMAT="json", **(extra_env or {}))
     log = data_dir / f"serve-{port}.log"
+    if not database_url.startswith("sqlite"):  # as in production: migrate first, then serve
+        subprocess.run([sys.executable, "-m", "registry", "migrate"], cwd=REPO, env=env, check=True,
+                       capture_output=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "registry", "serve", "--host", "127.0.0.1", "--port", str(port),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -33,9 +33,13 @@ def parse_time(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        return datetime.fromisoformat(value.upper())
+        parsed = datetime.fromisoformat(value.upper())
     except ValueError:
         raise ValidationError(f"{value!r} is not an RFC 3339 timestamp") from None
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # an offset carried it past year 1 or 9999: the nearest representable
+        return (datetime.max if parsed.year == 9999 else datetime.min).replace(tzinfo=UTC)
 
 
 def actor(request: Request[Any, Any, Any]) -> Actor:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from registry.domain.errors import ValidationError
 from registry.domain.stages import Stage
 
-MAX_VERSION = 2**31 - 1
 _FORBIDDEN_NAME_CHARS = re.compile(r"[/:\x00-\x1f\x7f-\x9f]")  # C0 and C1 controls
 _ALIAS = re.compile(r"^[A-Za-z0-9_\-]{1,255}$")
 _RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
@@ -108,7 +107,6 @@ class ModelVersion:
     # Event sequence at which this version last left production: orders rollback candidates.
     left_production_seq: int | None = None
     id: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def etag(self) -> str:

@@ -11,11 +11,12 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import rfc8785
 
-from registry.domain.errors import NotFoundError
+from registry.domain.errors import NotFoundError, ValidationError
 from registry.domain.permissions import Role
 from registry.services.access import check_visible
 from registry.services.pagination import check_limit, decode_cursor, page
@@ -30,6 +31,11 @@ def canonical(entry: dict[str, Any]) -> str:
 
 def chain_hash(prev_hash: str, canonical_text: str) -> str:
     return hashlib.sha256(f"{prev_hash}\n{canonical_text}".encode()).hexdigest()
+
+
+def rfc3339(at: datetime) -> str:
+    """The one way timestamps are written into audit entries: UTC, microseconds, 'Z'."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def model_chain(model_id: int) -> str:
@@ -54,7 +60,8 @@ class ChainVerifier:
     text does not say the seq, chain and prev_hash the row says, when its seq is not the next one,
     or when its prev_hash is not the previous row's hash. At the end of each chain, the last row
     must be the one its head row records, so a deleted or re-hashed tail is found too (anchors
-    kept outside the database, from a later issue, guard against a rewritten head).
+    kept outside the database, `python -m registry audit verify --anchor`, guard against a
+    rewritten head).
     """
 
     def __init__(self) -> None:
@@ -86,6 +93,14 @@ class ChainVerifier:
             return False
         if not isinstance(entry, dict):
             return False
+        # Columns that filters and history read must say what was hashed (when the row has them).
+        for column in ("at", "model", "request_id"):
+            if column in row:
+                value = row[column]
+                if isinstance(value, datetime):
+                    value = rfc3339(value)
+                if entry.get(column) != value:
+                    return False
         return (
             row["seq"] == self._seq + 1
             and row["prev_hash"] == self._hash
@@ -107,8 +122,9 @@ class ChainVerifier:
 def scoped(uow: UnitOfWork, query: AuditQuery | None = None) -> AuditQuery:
     """The query limited to what the caller may see: its models' chains, and the system chain
     only for admins."""
+    # The system chain describes tokens of every scope: for admins of the whole registry only.
     return replace(query or AuditQuery(), patterns=uow.actor.models,
-                   include_system=uow.actor.role >= Role.ADMIN)
+                   include_system=uow.actor.role >= Role.ADMIN and uow.actor.models is None)
 
 
 async def _chain_of(model: str | None, uow: UnitOfWork) -> str | None:
@@ -123,14 +139,23 @@ async def _chain_of(model: str | None, uow: UnitOfWork) -> str | None:
 
 async def list_audit(model: str | None, cursor: str | None, limit: int | None, uow: UnitOfWork,
                      query: AuditQuery | None = None) -> Page:
-    """Entries of one model's chain (or of every visible chain), in chain order, filtered."""
+    """Entries of one model's chain (or of every visible chain), in (chain, seq) order, filtered."""
     limit = check_limit(limit)
-    after = decode_cursor(cursor, int) or 0
+    after = _chain_cursor(decode_cursor(cursor, list))
     async with uow:
         chain = await _chain_of(model, uow)
         rows = await uow.repo.audit_entries(replace(scoped(uow, query), chain=chain), after, limit + 1)
-    items, next_cursor = page(rows, limit, lambda r: r["id"])
+    items, next_cursor = page(rows, limit, lambda r: [r["chain"], r["seq"]])
     return Page(items, next_cursor)
+
+
+def _chain_cursor(key: Any) -> tuple[str, int] | None:
+    if key is None:
+        return None
+    if (len(key) != 2 or not isinstance(key[0], str) or not isinstance(key[1], int)
+            or isinstance(key[1], bool) or not 0 <= key[1] < 2**63):
+        raise ValidationError("cursor is not one this service issued")
+    return key[0], key[1]
 
 
 async def audit_heads(model: str | None, uow: UnitOfWork) -> list[dict[str, Any]]:
@@ -140,10 +165,11 @@ async def audit_heads(model: str | None, uow: UnitOfWork) -> list[dict[str, Any]
         return await uow.repo.audit_heads(replace(scoped(uow), chain=chain))
 
 
-async def _rows(chain: str, uow: UnitOfWork, batch: int = 2000) -> AsyncIterator[list[dict[str, Any]]]:
+async def _rows(chain: str, upto: int, uow: UnitOfWork,
+                batch: int = 2000) -> AsyncIterator[list[dict[str, Any]]]:
     after = 0
-    while True:
-        rows = await uow.repo.audit_chain_rows(chain, after, batch)
+    while after < upto:
+        rows = [r for r in await uow.repo.audit_chain_rows(chain, after, batch) if r["seq"] <= upto]
         if not rows:
             return
         yield rows
@@ -156,9 +182,10 @@ async def verify_audit(model: str | None, uow: UnitOfWork) -> Verification:
     async with uow:
         chain = await _chain_of(model, uow)
         for each in [chain] if chain is not None else await uow.repo.audit_chains(scoped(uow)):
-            async for rows in _rows(each, uow):
-                verifier.feed(rows)
+            # The head first: rows committed after it are not the chain this check is about.
             head_seq, head_hash = await uow.repo.chain_head(each)
+            async for rows in _rows(each, head_seq, uow):
+                verifier.feed(rows)
             verifier.end_chain(each, head_seq, head_hash)
     return verifier.result()
 

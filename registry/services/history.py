@@ -57,14 +57,14 @@ async def model_history(name: str, at: datetime, uow: UnitOfWork) -> ModelHistor
             raise NotFoundError(f"model {name!r} does not exist")
         for chain in chains:  # newest model first
             entries: list[dict[str, Any]] = []
-            after = 0
+            after: tuple[str, int] | None = None
             while True:
                 query = replace(scoped(uow), chain=chain, until=at)
                 rows = await uow.repo.audit_entries(query, after, _BATCH)
                 entries.extend(rows)
                 if len(rows) < _BATCH:
                     break
-                after = rows[-1]["id"]
+                after = (chain, rows[-1]["seq"])
             if entries:
                 return replay(entries, at)
     return ModelHistory(at, None, [], {})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import secrets
 import time
 from collections.abc import Callable
@@ -18,10 +19,11 @@ from datetime import UTC, datetime
 
 import structlog
 
-from registry.domain.errors import NotFoundError, UnauthenticatedError, ValidationError
+from registry.domain.errors import ForbiddenError, NotFoundError, UnauthenticatedError, ValidationError
 from registry.domain.events import SystemChange
 from registry.domain.permissions import Role, validate_patterns
 from registry.services.access import check_role
+from registry.services.audit import SYSTEM_CHAIN, rfc3339
 from registry.services.pagination import check_limit, decode_cursor, page
 from registry.services.ports import Actor, Page, TokenRecord, UnitOfWork, UnitOfWorkFactory
 
@@ -59,12 +61,18 @@ def new_secret() -> str:
 def _describe(record: TokenRecord) -> dict[str, object]:
     return {"id": record.id, "name": record.name, "principal": record.principal, "role": record.role,
             "models": record.models,
-            "expires_at": None if record.expires_at is None else record.expires_at.isoformat()}
+            "expires_at": None if record.expires_at is None else rfc3339(record.expires_at)}
 
 
-async def create_token(cmd: CreateToken, uow: UnitOfWork, *, secret: str | None = None,
-                       check_admin: bool = True) -> tuple[TokenRecord, str]:
-    """Store a new token; returns it and its secret (the only time the secret is available)."""
+def check_token_admin(uow: UnitOfWork, what: str) -> None:
+    """Tokens are managed by admins of the whole registry: an admin limited to some models could
+    otherwise mint itself an unlimited token."""
+    check_role(uow, Role.ADMIN, what)
+    if uow.actor.models is not None:
+        raise ForbiddenError(f"{what} needs an admin token that is not limited to some models")
+
+
+def _validated(cmd: CreateToken, secret: str | None) -> tuple[Role, list[str] | None]:
     role = Role.parse(cmd.role)
     models = validate_patterns(cmd.models)
     if not 1 <= len(cmd.name) <= 128:
@@ -73,22 +81,41 @@ async def create_token(cmd: CreateToken, uow: UnitOfWork, *, secret: str | None 
         raise ValidationError("expires_at must carry a time zone")
     if secret is not None and len(secret) < 16:
         raise ValidationError("a given token must be at least 16 characters")
+    return role, models
+
+
+async def _add(uow: UnitOfWork, cmd: CreateToken, role: Role, models: list[str] | None,
+               secret: str, generated: bool) -> TokenRecord:
+    """Inside a unit of work that holds the system chain's lock."""
+    # Only a generated secret's recognisable start is kept; nothing of a given one.
+    shown = secret[:len(TOKEN_PREFIX) + 4] if generated else "given"
+    token_id = await uow.repo.add_token(cmd.name, cmd.principal or cmd.name, role.label,
+                                        hash_token(secret), shown, uow.now(), models, cmd.expires_at)
+    record = await uow.repo.get_token(token_id)
+    assert record is not None
+    uow.record_system(SystemChange(action="token.created", after=_describe(record)))
+    return record
+
+
+async def create_token(cmd: CreateToken, uow: UnitOfWork, *, secret: str | None = None,
+                       check_admin: bool = True) -> tuple[TokenRecord, str]:
+    """Store a new token; returns it and its secret (the only time the secret is available)."""
+    role, models = _validated(cmd, secret)
     if check_admin:
-        check_role(uow, Role.ADMIN, "creating a token")
+        check_token_admin(uow, "creating a token")
+    generated = secret is None
     secret = secret or new_secret()
     async with uow:
-        token_id = await uow.repo.add_token(cmd.name, cmd.principal or cmd.name, role.label,
-                                            hash_token(secret), secret[:8], uow.now(), models,
-                                            cmd.expires_at)
-        record = await uow.repo.get_token(token_id)
-        assert record is not None
-        uow.record_system(SystemChange(action="token.created", after=_describe(record)))
+        # Token writes serialise on the system chain's head, taken first (before any read and
+        # before the entry's time), so concurrent writers neither fork nor race.
+        await uow.repo.lock_chain(SYSTEM_CHAIN)
+        record = await _add(uow, cmd, role, models, secret, generated)
         await uow.commit()
     return record, secret
 
 
 async def list_tokens(cursor: str | None, limit: int | None, uow: UnitOfWork) -> Page:
-    check_role(uow, Role.ADMIN, "listing tokens")
+    check_token_admin(uow, "listing tokens")
     limit = check_limit(limit)
     after = decode_cursor(cursor, int) or 0
     async with uow:
@@ -98,8 +125,10 @@ async def list_tokens(cursor: str | None, limit: int | None, uow: UnitOfWork) ->
 
 
 async def revoke_token(token_id: int, uow: UnitOfWork) -> None:
-    check_role(uow, Role.ADMIN, "revoking a token")
+    """Revoke once: a second revocation changes nothing and records nothing."""
+    check_token_admin(uow, "revoking a token")
     async with uow:
+        await uow.repo.lock_chain(SYSTEM_CHAIN)
         record = await uow.repo.get_token(token_id)
         if record is None:
             raise NotFoundError(f"token {token_id} does not exist")
@@ -111,12 +140,17 @@ async def revoke_token(token_id: int, uow: UnitOfWork) -> None:
 
 async def ensure_bootstrap_token(uow_factory: UnitOfWorkFactory, given: str | None) -> str | None:
     """On an empty database, create the first admin token (``given`` or a new one) and return it.
-    Returns None when tokens exist already."""
-    async with uow_factory(Actor("bootstrap", "bootstrap"), write=False) as uow:
+    Returns None when tokens exist already. Check and insert happen under the system chain's lock,
+    so replicas starting together create one token between them."""
+    cmd = CreateToken("admin", "admin")
+    role, models = _validated(cmd, given)
+    secret = given or new_secret()
+    async with uow_factory(Actor("bootstrap", "bootstrap")) as uow:
+        await uow.repo.lock_chain(SYSTEM_CHAIN)
         if await uow.repo.any_token():
             return None
-    _, secret = await create_token(CreateToken("admin", "admin"),
-                                   uow_factory(Actor("bootstrap", "bootstrap")), secret=given)
+        await _add(uow, cmd, role, models, secret, generated=given is None)
+        await uow.commit()
     return secret
 
 
@@ -124,10 +158,12 @@ class Authenticator:
     """Resolves a bearer token to a principal; revocation and expiry are seen within ``ttl``."""
 
     def __init__(self, uow_factory: UnitOfWorkFactory, ttl: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic, max_entries: int = 10_000) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_entries: int = 10_000,
+                 wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._uow_factory = uow_factory
         self._ttl = ttl
         self._clock = clock
+        self._wall_clock = wall_clock
         self._max = max_entries
         self._cache: dict[str, tuple[float, Principal | None, datetime | None]] = {}
         self._touched: dict[int, float] = {}
@@ -144,12 +180,13 @@ class Authenticator:
         cached = self._cache.get(digest)
         if cached is None or cached[0] <= now:
             principal, expires_at = await self._lookup(digest)
-            if len(self._cache) >= self._max:
-                self._cache.clear()
+            if len(self._cache) >= self._max:  # evict the oldest tenth, not the tokens in use
+                for stale in list(itertools.islice(self._cache, self._max // 10 or 1)):
+                    del self._cache[stale]
             cached = (now + self._ttl, principal, expires_at)
             self._cache[digest] = cached
         _, principal, expires_at = cached
-        if principal is None or (expires_at is not None and expires_at <= datetime.now(UTC)):
+        if principal is None or (expires_at is not None and expires_at <= self._wall_clock()):
             raise UnauthenticatedError("the token is unknown, revoked or expired")
         self._touch(principal.token_id, now)
         return principal
@@ -164,7 +201,8 @@ class Authenticator:
                 record.expires_at)
 
     def _touch(self, token_id: int, now: float) -> None:
-        """Record use at most once a minute, in a small write of its own after the response."""
+        """Record use at most once a minute, in a small write of its own running beside the
+        request (never inside its transaction)."""
         if now - self._touched.get(token_id, -TOUCH_EVERY) < TOUCH_EVERY:
             return
         self._touched[token_id] = now

@@ -396,3 +396,22 @@ def all_items_paged(c: httpx.Client, name: str, flt: dict[str, Any]) -> list[dic
             return items
         query["cursor"] = r.json()["next_cursor"]
     raise AssertionError("paging did not end")
+
+
+def test_an_admin_limited_to_some_models_cannot_manage_tokens_or_see_the_system_chain(
+    server: Server,
+) -> None:
+    """Otherwise a scoped admin could mint itself an unlimited admin token."""
+    with httpx.Client(base_url=server.api, headers=server.headers, timeout=30) as admin:
+        r = admin.post("/tokens", json={"name": "scoped-admin", "role": "admin", "models": ["fraud-*"]})
+        assert r.status_code == 201
+        scoped = {"Authorization": f"Bearer {r.json()['token']}"}
+        escalate = admin.post("/tokens", headers=scoped, json={"name": "escalated", "role": "admin"})
+        assert escalate.status_code == 403 and escalate.json()["code"] == "forbidden"
+        assert admin.get("/tokens", headers=scoped).status_code == 403
+        assert admin.delete(f"/tokens/{r.json()['id']}", headers=scoped).status_code == 403
+        chains = {e["chain"] for e in admin.get("/audit", headers=scoped, params={"limit": 1000}).json()["items"]}
+        assert "system" not in chains
+        assert "system" in {e["chain"] for e in admin.get("/audit", params={"limit": 1000}).json()["items"]}
+        names = [t["name"] for t in admin.get("/tokens", params={"limit": 1000}).json()["items"]]
+        assert "escalated" not in names

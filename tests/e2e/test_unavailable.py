@@ -29,3 +29,23 @@ def test_a_vanished_database_gives_503_unavailable_not_500(tmp_path: Path) -> No
             assert '"status": 500' not in server.log.read_text()
     finally:
         run(drop_pg_database(url))
+
+
+@pytest.mark.postgresql
+def test_serve_refuses_an_unmigrated_postgresql_database(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.support import REPO, free_port
+
+    url = run(create_pg_database())
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        env.update(REGISTRY_DATABASE_URL=url, REGISTRY_DATA_DIR=str(tmp_path))
+        result = subprocess.run([sys.executable, "-m", "registry", "serve", "--port", str(free_port())],
+                                cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0
+        assert "python -m registry migrate" in result.stderr
+    finally:
+        run(drop_pg_database(url))

@@ -28,3 +28,25 @@ def downgrade(url: str, revision: str) -> None:
 
 def revision(url: str, message: str) -> None:
     command.revision(alembic_config(url), message=message, autogenerate=True)
+
+
+def is_current(url: str) -> bool:
+    """Whether the database is at the latest revision (checked without changing it)."""
+    import asyncio
+
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from registry.adapters.db.engine import create_engine
+
+    heads = set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+
+    async def current() -> set[str]:
+        engine = create_engine(url, null_pool=True)
+        try:
+            async with engine.connect() as conn:
+                return set(await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_heads()))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(current()) == heads

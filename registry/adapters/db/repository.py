@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, false, func, insert, or_, select, true, update
+from sqlalchemy import and_, exists, false, func, insert, literal, or_, select, true, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -319,10 +319,17 @@ class SqlRepository:
                 .order_by(chains_t.c.model_id.desc()))
         return list((await self.conn.execute(stmt)).scalars())
 
-    async def audit_entries(self, query: AuditQuery, after: int, limit: int) -> list[dict[str, Any]]:
+    async def audit_entries(self, query: AuditQuery, after: tuple[str, int] | None,
+                            limit: int) -> list[dict[str, Any]]:
+        """Entries in (chain, seq) order, after the (chain, seq) cursor. Not by id: ids are taken
+        at insert and commit out of order across chains, so an id cursor could skip an entry that
+        commits late; within a chain, seqs are allocated under its lock and commit in order."""
         stmt = (select(audit_t.c.id, audit_t.c.canonical, audit_t.c.hash)
-                .where(audit_t.c.id > after, _visible_chain(audit_t.c.chain, query, self.sqlite))
-                .order_by(audit_t.c.id).limit(limit))
+                .where(_visible_chain(audit_t.c.chain, query, self.sqlite))
+                .order_by(audit_t.c.chain, audit_t.c.seq).limit(limit))
+        if after is not None:
+            stmt = stmt.where(tuple_(audit_t.c.chain, audit_t.c.seq) > tuple_(literal(after[0]),
+                                                                               literal(after[1])))
         if query.version is not None:
             stmt = stmt.where(audit_t.c.version == query.version)
         if query.actor is not None:
@@ -354,8 +361,9 @@ class SqlRepository:
         return row.audit_seq, row.audit_hash
 
     async def audit_chain_rows(self, chain: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
-        stmt = (select(audit_t.c.chain, audit_t.c.seq, audit_t.c.actor, audit_t.c.action,
-                       audit_t.c.version, audit_t.c.canonical, audit_t.c.prev_hash, audit_t.c.hash)
+        stmt = (select(audit_t.c.chain, audit_t.c.seq, audit_t.c.at, audit_t.c.actor,
+                       audit_t.c.request_id, audit_t.c.action, audit_t.c.model, audit_t.c.version,
+                       audit_t.c.canonical, audit_t.c.prev_hash, audit_t.c.hash)
                 .where(audit_t.c.chain == chain, audit_t.c.seq > after_seq)
                 .order_by(audit_t.c.seq).limit(limit))
         return [r._asdict() for r in await self.conn.execute(stmt)]
@@ -405,6 +413,3 @@ class SqlRepository:
 
     async def touch_token(self, token_id: int, now: datetime) -> None:
         await self.conn.execute(update(tokens_t).where(tokens_t.c.id == token_id).values(last_used_at=now))
-
-    async def count(self, table: Any) -> int:
-        return (await self.conn.execute(select(func.count()).select_from(table))).scalar_one()

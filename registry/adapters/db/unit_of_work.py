@@ -24,7 +24,7 @@ from registry.adapters.db.tables import audit_t, chains_t, outbox_t
 from registry.domain.errors import ConflictError, RegistryError, UnavailableError, ValidationError
 from registry.domain.events import Change, SystemChange
 from registry.domain.model import RegisteredModel
-from registry.services.audit import SYSTEM_CHAIN, canonical, chain_hash, model_chain
+from registry.services.audit import SYSTEM_CHAIN, canonical, chain_hash, model_chain, rfc3339
 from registry.services.ports import Actor
 
 Clock = Callable[[], datetime]
@@ -32,10 +32,6 @@ Clock = Callable[[], datetime]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def rfc3339(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class SqlUnitOfWork:

@@ -20,7 +20,7 @@ class TokenController(Controller):
     path = "/tokens"
     tags = ["tokens"]
 
-    @post("/", operation_id="createToken", responses=problem_responses(400, 403))
+    @post("/", operation_id="createToken", responses=problem_responses(400, 403, 409))
     async def create_token(self, request: Request[Any, Any, Any],
                            data: JSONBody[CreateTokenRequest]) -> CreatedTokenResponse:
         """Create a token for a principal (defaults to the token's name) with one role and,
