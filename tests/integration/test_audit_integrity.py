@@ -133,6 +133,25 @@ async def test_verify_reports_a_deleted_middle_row(container: Container) -> None
     assert (verdict.ok, verdict.first_bad_seq, verdict.checked) == (False, 4, 4)
 
 
+@pytest.mark.parametrize("edit", [
+    "at = at + INTERVAL '10 days'",
+    "model = 'someone-else'",
+    "request_id = 'forged'",
+])
+async def test_verify_reports_an_edited_column_that_filters_and_history_read(
+    container: Container, backend: str, edit: str,
+) -> None:
+    """history?at= and the audit filters read these columns, so they must say what was hashed."""
+    if backend == "sqlite" and edit.startswith("at"):
+        edit = "at = '2099-01-01 00:00:00.000000'"
+    name = await _model_with_history(container)
+    chain = await chain_of(container, name)
+    assert await tamper(container.settings.database_url,
+                        f"UPDATE audit_log SET {edit} WHERE chain = :chain AND seq = 2", chain=chain) == [1]
+    verdict = await _verify(container, name)
+    assert (verdict.ok, verdict.first_bad_seq) == (False, 2)
+
+
 async def test_token_creation_is_audited_in_the_system_chain_without_the_secret(
     container: Container,
 ) -> None:
