@@ -99,6 +99,24 @@ def audit(c: httpx.Client, name: str) -> list[dict[str, Any]]:
     return r.json()["items"]
 
 
+def pages(c: httpx.Client, path: str, *, limit: int, max_pages: int = 1000,
+          **params: Any) -> list[list[dict[str, Any]]]:
+    """Every page of a list, following ``next_cursor`` to the end; each page must be a 200 of at
+    most ``limit`` items, and the paging must end."""
+    found: list[list[dict[str, Any]]] = []
+    cursor = None
+    while True:
+        r = c.get(path, params={"limit": limit, **params, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert len(body["items"]) <= limit
+        found.append(body["items"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return found
+        assert len(found) < max_pages, "paging does not end"
+
+
 # -- the database behind the server ----------------------------------------------------------------
 
 

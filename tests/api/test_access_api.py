@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.helpers import assert_problem, assert_utc, audit, create_model, move, register, seg
+from tests.api.helpers import assert_problem, assert_utc, audit, create_model, move, pages, register, seg
 from tests.support import Server
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -55,15 +55,7 @@ def client_for(server: Server, secret: str) -> Iterator[httpx.Client]:
 
 def all_items(c: httpx.Client, path: str, **params: Any) -> list[dict[str, Any]]:
     """Every item of a paged list."""
-    items: list[dict[str, Any]] = []
-    query = {"limit": 1000, **params}
-    while True:
-        r = c.get(path, params=query)
-        assert r.status_code == 200, r.text
-        items.extend(r.json()["items"])
-        if not r.json()["next_cursor"]:
-            return items
-        query["cursor"] = r.json()["next_cursor"]
+    return [item for page in pages(c, path, limit=1000, **params) for item in page]
 
 
 def token_row(c: httpx.Client, token_id: int) -> dict[str, Any]:
@@ -386,16 +378,7 @@ def test_audit_filters_return_exactly_the_matching_entries(server: Server, c: ht
 
 def all_items_paged(c: httpx.Client, name: str, flt: dict[str, Any]) -> list[dict[str, Any]]:
     """The filtered entries two at a time, following next_cursor."""
-    items: list[dict[str, Any]] = []
-    query: dict[str, Any] = {"model": name, "limit": 2, **flt}
-    for _ in range(100):
-        r = c.get("/audit", params=query)
-        assert r.status_code == 200, r.text
-        items.extend(r.json()["items"])
-        if not r.json()["next_cursor"]:
-            return items
-        query["cursor"] = r.json()["next_cursor"]
-    raise AssertionError("paging did not end")
+    return [e for page in pages(c, "/audit", limit=2, max_pages=100, model=name, **flt) for e in page]
 
 
 def test_an_admin_limited_to_some_models_cannot_manage_tokens_or_see_the_system_chain(

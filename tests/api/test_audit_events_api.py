@@ -21,6 +21,7 @@ from tests.api.helpers import (
     db_rows,
     events,
     move,
+    pages,
     register,
     seg,
 )
@@ -78,17 +79,7 @@ def test_audit_pages_visit_every_entry_once(c: httpx.Client) -> None:
     name = history(c, "auditpage")
     whole = audit(c, name)
     for limit in (1, 5):
-        seen, cursor = [], None
-        while True:
-            params = {"model": name, "limit": limit, **({"cursor": cursor} if cursor else {})}
-            r = c.get("/audit", params=params)
-            assert r.status_code == 200, r.text
-            page = r.json()
-            assert len(page["items"]) <= limit
-            seen += page["items"]
-            cursor = page["next_cursor"]
-            if cursor is None:
-                break
+        seen = [e for page in pages(c, "/audit", limit=limit, model=name) for e in page]
         assert seen == whole
 
 

@@ -21,6 +21,7 @@ from tests.api.helpers import (
     events,
     model_id,
     move,
+    pages,
     register,
     seg,
     versions_t,
@@ -31,21 +32,8 @@ from tests.support import Server
 
 def list_all(c: httpx.Client, limit: int, **params: str) -> tuple[list[str], int]:
     """Every name the list yields, page by page, and the number of pages."""
-    names: list[str] = []
-    cursor = None
-    pages = 0
-    while True:
-        query = {"limit": limit, **params, **({"cursor": cursor} if cursor else {})}
-        r = c.get("/models", params=query)
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert len(body["items"]) <= limit
-        names += [m["name"] for m in body["items"]]
-        pages += 1
-        cursor = body["next_cursor"]
-        if cursor is None:
-            return names, pages
-        assert pages < 1000, "paging does not end"
+    found = pages(c, "/models", limit=limit, **params)
+    return [m["name"] for page in found for m in page], len(found)
 
 
 # -- create ---------------------------------------------------------------------------------------

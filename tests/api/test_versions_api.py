@@ -12,6 +12,7 @@ from tests.api.helpers import (
     create_model,
     events,
     move,
+    pages,
     register,
 )
 
@@ -134,17 +135,7 @@ def test_paging_visits_every_version_once_in_order(c: httpx.Client) -> None:
         assert c.patch(f"/models/{name}/versions/{v}", json={"tags": {"even": "yes"}}).status_code == 200
 
     def walk(params: dict) -> list[int]:
-        seen: list[int] = []
-        cursor = None
-        while True:
-            r = c.get(f"/models/{name}/versions", params={**params, **({"cursor": cursor} if cursor else {})})
-            assert r.status_code == 200, r.text
-            page = r.json()
-            assert len(page["items"]) <= params["limit"]
-            seen += [v["version"] for v in page["items"]]
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return seen
+        return [v["version"] for page in pages(c, f"/models/{name}/versions", **params) for v in page]
 
     assert walk({"limit": 2}) == [1, 2, 3, 4, 5, 6, 7]
     assert walk({"limit": 3}) == [1, 2, 3, 4, 5, 6, 7]
