@@ -1,6 +1,6 @@
-"""Command line: ``python -m registry serve | migrate | token | audit | openapi``.
+"""Command line: ``python -m registry serve | worker | migrate | token | audit | openapi``.
 
-``serve``, ``migrate`` and ``token create --bootstrap`` work on the database directly (an operator
+``serve``, ``worker``, ``migrate`` and ``token create --bootstrap`` work on the database directly (an operator
 on the server host); every other command is an HTTP client of a running service (``registry.cli``,
 with ``REGISTRY_URL`` and ``REGISTRY_TOKEN``).
 """
@@ -58,20 +58,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     configure(settings.log_format)
     _ensure_schema(settings)  # before the server starts, outside its event loop
-    token = asyncio.run(_with_container(
-        settings, lambda c: ensure_bootstrap_token(c.uow, settings.bootstrap_token)))
+
+    async def prepare(c):  # type: ignore[no-untyped-def]
+        c.cipher.box()  # the webhook-secret key exists before any server process needs it
+        return await ensure_bootstrap_token(c.uow, settings.bootstrap_token)
+
+    token = asyncio.run(_with_container(settings, prepare))
     if token is not None:
         shown = "(from REGISTRY_BOOTSTRAP_TOKEN)" if settings.bootstrap_token else token
         print(f"Admin token, shown once: {shown}", flush=True)
     print(f"Serving the model registry on http://{args.host}:{args.port} "
           f"({'SQLite' if settings.is_sqlite else 'PostgreSQL'}, {args.workers} worker(s))", flush=True)
-    uvicorn.run("registry.api.app:app_from_env", factory=True, host=args.host, port=args.port,
+    uvicorn.run("registry.serving:app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level="warning", access_log=False,
                 loop="uvloop" if sys.platform != "win32" else "auto", http="httptools",
                 lifespan="on", timeout_graceful_shutdown=10,
                 # Outlast clients' and load balancers' idle timeouts (httpx: 5 s, ALB: 60 s), so
                 # the client closes an idle connection first and never reuses one being closed.
                 timeout_keep_alive=75)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """The relay, dispatcher and pruner without the HTTP API, until SIGINT or SIGTERM."""
+    import signal
+
+    from registry.log import configure
+    from registry.workers.runner import Workers
+
+    settings = _settings()
+    configure(settings.log_format)
+    _ensure_schema(settings)
+
+    async def run(container):  # type: ignore[no-untyped-def]
+        container.cipher.box()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        workers = Workers(container)
+        await workers.start()
+        print(f"Worker {workers.name} running ({'SQLite' if settings.is_sqlite else 'PostgreSQL'})",
+              flush=True)
+        await stop.wait()
+        await workers.stop()
+
+    asyncio.run(_with_container(settings, run))
     return 0
 
 
@@ -141,6 +173,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--workers", type=int, default=1, help="HTTP worker processes (1 on SQLite)")
     s.set_defaults(fn=cmd_serve)
+
+    w = sub.add_parser("worker", help="run the outbox relay and webhook/lineage dispatcher alone")
+    w.set_defaults(fn=cmd_worker)
 
     m = sub.add_parser("migrate", help="apply pending database migrations")
     m.set_defaults(fn=cmd_migrate)

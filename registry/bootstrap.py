@@ -1,4 +1,5 @@
-"""Composition root: builds the engine, the unit-of-work factory and the authenticator."""
+"""Composition root: builds the engine, the unit-of-work factory, the authenticator, and what
+the workers deliver with (outbox store, webhook and lineage senders)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,60 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from registry.adapters.db.engine import create_engine
+from registry.adapters.db.outbox import OutboxStore
 from registry.adapters.db.unit_of_work import SqlUnitOfWorkFactory
+from registry.adapters.lineage import FileSink, LineageBuilder, lineage_endpoint
+from registry.adapters.secrets import LazySecretBox
+from registry.adapters.webhooks import (
+    HttpPoster,
+    Outcome,
+    UrlGuard,
+    plain_poster,
+    webhook_headers,
+    webhook_poster,
+)
 from registry.config import Settings
 from registry.services.tokens import Authenticator
+from registry.services.webhooks import WebhookTools
+
+LINEAGE_HTTP, LINEAGE_FILE = "lineage:http", "lineage:file"
+
+
+@dataclass
+class Senders:
+    """Made on first use, inside the event loop that sends."""
+
+    settings: Settings
+    _webhooks: HttpPoster | None = None
+    _lineage: HttpPoster | None = None
+    file: FileSink | None = None
+
+    def webhooks(self) -> HttpPoster:
+        if self._webhooks is None:
+            guard = UrlGuard(self.settings.webhooks.allow_private)
+            self._webhooks = webhook_poster(guard, self.settings.webhooks.timeout)
+        return self._webhooks
+
+    def lineage(self) -> HttpPoster:
+        if self._lineage is None:
+            key = self.settings.lineage_api_key
+            self._lineage = plain_poster(self.settings.webhooks.timeout,
+                                         {"authorization": f"Bearer {key}"} if key else None)
+        return self._lineage
+
+    async def webhook(self, url: str, event_id: str, secrets: list[str], body: bytes) -> Outcome:
+        """POST a Standard Webhooks request signed with every given secret."""
+        return await self.webhooks().post(url, webhook_headers(event_id, secrets, body), body)
+
+    @staticmethod
+    def failure(error: str) -> Outcome:
+        return Outcome(None, 0.0, error[:500])
+
+    async def close(self) -> None:
+        for poster in (self._webhooks, self._lineage):
+            if poster is not None:
+                await poster.aclose()
+        self._webhooks = self._lineage = None
 
 
 @dataclass
@@ -19,6 +71,11 @@ class Container:
     engine: AsyncEngine
     uow: SqlUnitOfWorkFactory
     authenticator: Authenticator
+    cipher: LazySecretBox
+    webhook_tools: WebhookTools
+    outbox: OutboxStore
+    senders: Senders
+    lineage_url: str | None = None
 
     async def database_ready(self) -> bool:
         try:
@@ -29,6 +86,7 @@ class Container:
         return True
 
     async def close(self) -> None:
+        await self.senders.close()
         await self.engine.dispose()
 
 
@@ -62,4 +120,14 @@ def build(settings: Settings) -> Container:
         settings.ensure_data_dir()
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     uow = SqlUnitOfWorkFactory(engine)
-    return Container(settings, engine, uow, Authenticator(uow))
+    cipher = LazySecretBox(settings.secret_key, settings.data_dir)
+    guard = UrlGuard(settings.webhooks.allow_private)
+    tools = WebhookTools(guard.check, cipher, settings.webhooks.secret_overlap)
+    sinks = [LINEAGE_HTTP] if settings.lineage_url else []
+    senders = Senders(settings)
+    if settings.lineage_file is not None:
+        sinks.append(LINEAGE_FILE)
+        senders.file = FileSink(settings.lineage_file)
+    outbox = OutboxStore(uow, sinks=sinks, lineage=LineageBuilder(settings.lineage_namespace))
+    return Container(settings, engine, uow, Authenticator(uow), cipher, tools, outbox, senders,
+                     lineage_endpoint(settings.lineage_url) if settings.lineage_url else None)

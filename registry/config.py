@@ -5,12 +5,28 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+# Standard Webhooks' example schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h,
+# 20 h, 24 h (the delay before each attempt).
+DEFAULT_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    allow_private: bool = False
+    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    order_hold: float = 600.0  # a failing event holds later ones back at most this long
+    timeout: float = 15.0  # one attempt, connect to last byte
+    lease: float = 60.0  # a claimed delivery is another worker's again after this
+    disable_after: float = 5 * 86400.0  # failing this long disables the subscription
+    secret_overlap: float = 86400.0  # the old secret keeps signing this long after a rotation
+    concurrency: int = 32  # deliveries in flight per worker process
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +36,15 @@ class Settings:
     bootstrap_token: str | None
     log_format: str  # "json" or "console"
     db_pool_size: int = 10
+    run_workers: bool = True
+    secret_key: str | None = None  # None: generated into the data directory
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    lineage_url: str | None = None
+    lineage_file: Path | None = None
+    lineage_namespace: str = "registry"
+    lineage_api_key: str | None = None
+    retention_days: float = 30.0
+    poll_interval: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -33,15 +58,43 @@ class Settings:
         log_format = env.get("REGISTRY_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
         if log_format not in ("json", "console"):
             raise ConfigError("REGISTRY_LOG_FORMAT must be json or console")
-        pool = env.get("REGISTRY_DB_POOL_SIZE", "10")
-        if not pool.isdigit() or int(pool) < 1:
-            raise ConfigError("REGISTRY_DB_POOL_SIZE must be a positive integer")
+        timeout = _number(env, "REGISTRY_WEBHOOK_TIMEOUT", 15.0, low=0.1)
+        lease = _number(env, "REGISTRY_WEBHOOK_LEASE", 60.0, low=1.0)
+        if lease <= timeout:
+            raise ConfigError("REGISTRY_WEBHOOK_LEASE must be longer than REGISTRY_WEBHOOK_TIMEOUT")
+        webhooks = WebhookSettings(
+            allow_private=_flag(env, "REGISTRY_WEBHOOK_ALLOW_PRIVATE", False),
+            retry_schedule=_schedule(env.get("REGISTRY_WEBHOOK_RETRY_SCHEDULE")),
+            order_hold=_number(env, "REGISTRY_WEBHOOK_ORDER_HOLD", 600.0),
+            timeout=timeout,
+            lease=lease,
+            disable_after=_number(env, "REGISTRY_WEBHOOK_DISABLE_AFTER", 5 * 86400.0),
+            secret_overlap=_number(env, "REGISTRY_WEBHOOK_SECRET_OVERLAP", 86400.0),
+            concurrency=int(_number(env, "REGISTRY_WEBHOOK_CONCURRENCY", 32, low=1, integer=True)),
+        )
+        lineage_file = env.get("REGISTRY_LINEAGE_FILE") or None
+        lineage_url = env.get("REGISTRY_LINEAGE_URL") or None
+        if lineage_url is not None and not lineage_url.startswith(("http://", "https://")):
+            raise ConfigError("REGISTRY_LINEAGE_URL must be an http:// or https:// URL")
+        secret_key = env.get("REGISTRY_SECRET_KEY") or None
+        if secret_key is not None and any(len(k.strip()) < 32 for k in secret_key.split(",")):
+            raise ConfigError("REGISTRY_SECRET_KEY must be at least 32 characters (per key, "
+                              "comma-separated, newest first)")
         return cls(
             database_url=url,
             data_dir=data_dir,
             bootstrap_token=env.get("REGISTRY_BOOTSTRAP_TOKEN") or None,
             log_format=log_format,
-            db_pool_size=int(pool),
+            db_pool_size=int(_number(env, "REGISTRY_DB_POOL_SIZE", 10, low=1, integer=True)),
+            run_workers=_flag(env, "REGISTRY_RUN_WORKERS", True),
+            secret_key=secret_key,
+            webhooks=webhooks,
+            lineage_url=lineage_url,
+            lineage_file=Path(lineage_file).expanduser().resolve() if lineage_file else None,
+            lineage_namespace=env.get("REGISTRY_LINEAGE_NAMESPACE") or "registry",
+            lineage_api_key=env.get("REGISTRY_LINEAGE_API_KEY") or None,
+            retention_days=_number(env, "REGISTRY_RETENTION_DAYS", 30.0, low=0.0),
+            poll_interval=_number(env, "REGISTRY_WORKER_POLL_INTERVAL", 1.0, low=0.01),
         )
 
     @property
@@ -50,3 +103,40 @@ class Settings:
 
     def ensure_data_dir(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, low: float = 0.0,
+            integer: bool = False) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a {'whole ' if integer else ''}number") from None
+    if not value >= low or value != value or value == float("inf"):
+        raise ConfigError(f"{name} must be a finite number of at least {low:g}")
+    return value
+
+
+def _schedule(raw: str | None) -> tuple[float, ...]:
+    if raw is None or not raw.strip():
+        return DEFAULT_RETRY_SCHEDULE
+    try:
+        values = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError("REGISTRY_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds") from None
+    if not values or any(not 0 <= v < float("inf") for v in values):
+        raise ConfigError("REGISTRY_WEBHOOK_RETRY_SCHEDULE must be non-negative seconds")
+    return values

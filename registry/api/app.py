@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+
 from litestar import Litestar, Router
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -14,12 +16,13 @@ from registry.api.controllers.health import healthz, readyz
 from registry.api.controllers.models import ModelController
 from registry.api.controllers.tokens import TokenController
 from registry.api.controllers.versions import VersionController
+from registry.api.controllers.webhooks import LineageSinkController, WebhookController
 from registry.api.errors import EXCEPTION_HANDLERS
 from registry.api.middleware import RequestIdMiddleware, TokenAuthMiddleware
 from registry.api.openapi import tighten
-from registry.bootstrap import Container, build
-from registry.config import Settings
-from registry.log import configure
+from registry.bootstrap import Container
+
+Hook = Callable[[], Awaitable[None]]
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -54,10 +57,14 @@ def _fix_default_options(app: Litestar) -> None:
                     cell.cell_contents = route
 
 
-def create_app(container: Container) -> Litestar:
+def create_app(container: Container, *, on_startup: Sequence[Hook] = (),
+               on_shutdown: Sequence[Hook] = ()) -> Litestar:
+    """``on_startup``/``on_shutdown`` run in the server's event loop (the workers, when serve
+    runs them); the container closes last."""
     api = Router(
         path="/api/v1",
-        route_handlers=[ModelController, VersionController, AuditController, TokenController],
+        route_handlers=[ModelController, VersionController, AuditController, TokenController,
+                        WebhookController, LineageSinkController],
         middleware=[DefineMiddleware(TokenAuthMiddleware)],
     )
 
@@ -68,7 +75,8 @@ def create_app(container: Container) -> Litestar:
         route_handlers=[api, healthz, readyz],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(),
-        on_shutdown=[close],
+        on_startup=list(on_startup),
+        on_shutdown=[*on_shutdown, close],
         logging_config=None,
         debug=False,
     )
@@ -78,13 +86,7 @@ def create_app(container: Container) -> Litestar:
     return app
 
 
-def asgi_app(container: Container) -> RequestIdMiddleware:
+def asgi_app(container: Container, *, on_startup: Sequence[Hook] = (),
+             on_shutdown: Sequence[Hook] = ()) -> RequestIdMiddleware:
     """The app as served: the request-id middleware wraps everything, error responses included."""
-    return RequestIdMiddleware(create_app(container))
-
-
-def app_from_env() -> RequestIdMiddleware:
-    """Factory for uvicorn workers: read settings once, configure logs, build the container."""
-    settings = Settings.from_env()
-    configure(settings.log_format)
-    return asgi_app(build(settings))
+    return RequestIdMiddleware(create_app(container, on_startup=on_startup, on_shutdown=on_shutdown))

@@ -312,3 +312,132 @@ class Problem(Struct, omit_defaults=True):
     results: list[dict[str, Any]] | None = None
     failed: list[str] | None = None
     errors: list[dict[str, Any]] | None = None
+
+
+# -- webhooks and lineage --------------------------------------------------------------------
+
+WebhookUrl = Annotated[str, Meta(min_length=8, max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f]+$",
+                                 description="https:// (plain http only to private addresses, "
+                                             "when REGISTRY_WEBHOOK_ALLOW_PRIVATE is on)")]
+EventTypePattern = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[a-z_.*?]+$",
+                                       description="an event type or a glob, e.g. model_version.*")]
+EventTypes = Annotated[list[EventTypePattern], Meta(min_length=1, max_length=64)]
+WebhookModels = Annotated[list[ModelPattern], Meta(min_length=1, max_length=100)]
+Description = Annotated[str, Meta(max_length=1000, pattern=NO_NUL)]
+
+
+class CreateWebhookRequest(Request):
+    url: WebhookUrl
+    event_types: EventTypes
+    models: WebhookModels | None = None
+    description: Description = ""
+
+
+class UpdateWebhookRequest(Request):
+    """Absent fields stay; ``models: null`` means every model; ``status`` pauses or resumes
+    (resuming also re-enables a disabled subscription)."""
+
+    url: WebhookUrl | UnsetType = UNSET
+    event_types: EventTypes | UnsetType = UNSET
+    models: WebhookModels | None | UnsetType = UNSET
+    description: Description | UnsetType = UNSET
+    status: Annotated[str, Meta(pattern="^(active|paused)$")] | UnsetType = UNSET
+
+
+class RotateSecretRequest(Request):
+    overlap_seconds: Annotated[int, Meta(ge=0, le=604800, description=(
+        "how long the previous secret keeps signing (default REGISTRY_WEBHOOK_SECRET_OVERLAP)"))] | None = None
+
+
+class RecoverRequest(Request):
+    since: Timestamp
+
+
+class WebhookResponse(Struct):
+    id: int
+    url: str
+    description: str
+    event_types: list[str]
+    models: list[str] | None
+    status: str
+    disabled_reason: str | None
+    failing_since: datetime | None
+    previous_secret_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    created_by: str
+
+    @classmethod
+    def of(cls, s: Any) -> WebhookResponse:
+        return cls(s.id, s.url, s.description, s.event_types, s.models, s.status, s.disabled_reason,
+                   s.failing_since, s.previous_secret_until, s.created_at, s.updated_at, s.created_by)
+
+
+class CreatedWebhookResponse(WebhookResponse):
+    """The subscription and, this once, its signing secret."""
+
+    secret: str
+
+
+class WebhookList(Struct):
+    items: list[WebhookResponse]
+    next_cursor: str | None
+
+
+class Accepted(Struct):
+    status: str
+    request_id: str | None = None
+    count: int | None = None
+
+
+class AttemptResponse(Struct):
+    number: int
+    at: datetime
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    outcome: str
+
+
+class DeliveryResponse(Struct):
+    id: int
+    target: str
+    event_id: str
+    event_type: str
+    model: str | None
+    sequence: int
+    state: str
+    in_flight: bool
+    attempts: list[AttemptResponse]
+    next_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, d: Any) -> DeliveryResponse:
+        return cls(d.id, d.target, d.event_id, d.event_type, d.model, d.sequence, d.state, d.in_flight,
+                   [AttemptResponse(a.number, a.at, a.status_code, a.latency_ms, a.error, a.outcome)
+                    for a in d.attempt_log],
+                   d.next_attempt_at, d.last_status, d.last_error, d.created_at, d.finished_at)
+
+
+class DeliveryList(Struct):
+    items: list[DeliveryResponse]
+    next_cursor: str | None
+
+
+class LineageRun(Struct):
+    id: str
+    run_uuid: str
+
+
+class LineageResponse(Struct):
+    """Upstream datasets, the training run, the stage history and the OpenLineage RunEvents
+    emitted for the version (oldest first)."""
+
+    inputs: list[DatasetBody]
+    run: LineageRun | None
+    stages: list[StageChangeRecord]
+    events: list[dict[str, Any]]

@@ -73,8 +73,17 @@ class AliasDeleted(Change):
 
 @dataclass(frozen=True, slots=True)
 class SystemChange:
-    """A change outside any model (tokens, later subscriptions and policies): audit only."""
+    """A change outside any model (tokens, subscriptions, later policies), audited in the system
+    chain. With ``event`` it is also announced: an outbox event of type ``action`` carrying
+    ``event`` as its data, for every matching subscription or, with ``target``, for that
+    subscription only (a ping)."""
 
     action: str
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
+    event: dict[str, Any] | None = None
+    target: int | None = None
+
+
+WEBHOOK_PING = "webhook.ping"
+WEBHOOK_DISABLED = "webhook.disabled"

@@ -40,6 +40,51 @@ class TokenRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SubscriptionRecord:
+    id: int
+    url: str
+    description: str
+    event_types: list[str]
+    models: list[str] | None
+    status: str  # active, paused, disabled
+    disabled_reason: str | None
+    failing_since: datetime | None
+    previous_secret_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    number: int
+    at: datetime
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    id: int
+    target: str
+    event_id: str
+    event_type: str
+    model: str | None
+    sequence: int
+    state: str  # pending, delivered, failed
+    attempts: int
+    next_attempt_at: datetime | None
+    in_flight: bool
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    attempt_log: list[AttemptRecord]
+
+
+@dataclass(frozen=True, slots=True)
 class AliasRecord:
     version: int
     protected: bool
@@ -117,6 +162,29 @@ class Repository(Protocol):
     async def list_tokens(self, after: int, limit: int) -> list[TokenRecord]: ...
     async def revoke_token(self, token_id: int, now: datetime) -> None: ...
     async def touch_token(self, token_id: int, now: datetime) -> None: ...
+
+    async def add_subscription(self, url: str, description: str, event_types: list[str],
+                               models: list[str] | None, secret: str, actor: str,
+                               now: datetime) -> int: ...
+    async def get_subscription(self, sub_id: int) -> SubscriptionRecord | None: ...
+    async def list_subscriptions(self, after: int, limit: int) -> list[SubscriptionRecord]: ...
+    async def update_subscription(self, sub_id: int, values: dict[str, Any]) -> None:
+        """Set columns (url, description, event_types, models, status, disabled_reason,
+        failing_since, secret, previous_secret, previous_secret_until, updated_at)."""
+        ...
+    async def subscription_secrets(self, sub_id: int) -> tuple[str, str | None]: ...
+    async def delete_subscription(self, sub_id: int) -> None:
+        """The subscription, its deliveries and their attempts."""
+        ...
+    async def list_deliveries(self, target: str, state: str | None, before: int | None,
+                              limit: int) -> list[DeliveryRecord]: ...
+    async def get_delivery(self, target: str, delivery_id: int) -> DeliveryRecord | None: ...
+    async def requeue_deliveries(self, target: str, now: datetime, *, delivery_id: int | None = None,
+                                 failed_since: datetime | None = None) -> int:
+        """Make deliveries due now, outside the per-model order, with a fresh retry schedule:
+        one (unless it is being sent), or every failed one created since a time."""
+        ...
+    async def lineage_events(self, chain: str, version: int) -> list[dict[str, Any]]: ...
 
 
 class UnitOfWork(Protocol):

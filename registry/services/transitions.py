@@ -83,7 +83,7 @@ async def transition_model_version(cmd: TransitionModelVersion, uow: UnitOfWork)
             await uow.repo.save_version(production)
             archived.append(production.version)
         from_stage = version.stage
-        _move(uow, model, version, trigger, cmd.comment, {})
+        _move(uow, model, version, trigger, cmd.comment, {"archived": archived})
         await uow.repo.save_version(version)
         await uow.commit()
 

@@ -343,7 +343,7 @@ async def test_submit_moves_the_version_and_records_one_stage_change(
         before={"stage": "none"},
         after={"stage": "staging", "trigger": "submit", "comment": "ready for review"},
         extra={"from_stage": "none", "to_stage": "staging", "trigger": "submit",
-               "comment": "ready for review"},
+               "comment": "ready for review", "archived": []},
     )]
 
 
@@ -368,7 +368,7 @@ async def test_promote_archives_the_incumbent_first_and_records_both_changes(
     assert incumbent.before == {"stage": "production"}
     assert incumbent.after == {"stage": "archived", "trigger": "archive", "comment": "better auc"}
     assert promoted.extra == {"from_stage": "staging", "to_stage": "production",
-                              "trigger": "promote", "comment": "better auc"}
+                              "trigger": "promote", "comment": "better auc", "archived": [1]}
 
 
 async def test_the_archived_incumbent_remembers_the_event_at_which_it_left_production(
@@ -501,7 +501,8 @@ async def test_rollback_to_the_most_recent_previous_production_version(
     incumbent, rolled_back = uow.changes()
     assert (incumbent.version, incumbent.extra["superseded_by"]) == (3, 2)
     assert rolled_back.extra == {"from_stage": "archived", "to_stage": "production",
-                                 "trigger": "rollback", "comment": "v3 misfires on weekends"}
+                                 "trigger": "rollback", "comment": "v3 misfires on weekends",
+                                 "archived": [3]}
 
 
 async def test_rollback_to_an_older_previous_production_version_fails_its_gate(

@@ -12,6 +12,7 @@ from sqlalchemy import and_, exists, false, func, insert, literal, or_, select, 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from registry.adapters.db.deliveries import DeliveryQueries
 from registry.adapters.db.tables import (
     aliases_t,
     audit_t,
@@ -101,7 +102,7 @@ def _visible_chain(chain_column: Any, query: AuditQuery, sqlite: bool) -> Any:
     return and_(visible, chain_column != "system")
 
 
-class SqlRepository:
+class SqlRepository(DeliveryQueries):
     """Data access for one unit of work. ``heads`` holds the chain heads this transaction has
     locked, for the unit of work to extend at commit."""
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -186,24 +187,31 @@ class AuditRow(SQLModel, table=True):
 
 class OutboxRow(SQLModel, table=True):
     """An event, written in the transaction of the change it announces; ``id`` is its global
-    position for the relay, ``sequence`` its gap-free position within its model's chain."""
+    position for the relay, ``sequence`` its gap-free position within its chain (a model's, or
+    the system chain for ``webhook.*`` events, which have no model). ``relayed_at`` is set once
+    the relay has made its deliveries; ``target`` sends it to one subscription only (a ping)."""
 
     __tablename__ = "outbox_events"
-    __table_args__ = (UniqueConstraint("chain", "sequence", name="uq_outbox_events_chain_sequence"),
-                      AUTOINCREMENT)
+    __table_args__ = (
+        UniqueConstraint("chain", "sequence", name="uq_outbox_events_chain_sequence"),
+        Index("ix_outbox_events_unrelayed", "id", postgresql_where=text("relayed_at IS NULL"),
+              sqlite_where=text("relayed_at IS NULL")),
+        AUTOINCREMENT,
+    )
 
     id: int | None = _id()
     event_id: str = Field(sa_column=Column(String(36), nullable=False, unique=True))
     chain: str = Field(sa_column=Column(String(64), nullable=False))
     sequence: int = Field(sa_column=Column(BigInteger, nullable=False))
     type: str = Field(sa_column=Column(String(64), nullable=False))
-    model: str = Field(sa_column=Column(String(256), nullable=False))
+    model: str | None = Field(default=None, sa_column=Column(String(256), nullable=True))
     version: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     actor: str = Field(sa_column=Column(String(256), nullable=False))
     request_id: str = Field(sa_column=Column(String(128), nullable=False))
     at: datetime = _ts()
     data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     relayed_at: datetime | None = _ts(nullable=True)
+    target: int | None = Field(default=None, sa_column=Column(Id, nullable=True))
 
 
 class PrincipalRow(SQLModel, table=True):
@@ -235,6 +243,106 @@ class TokenRow(SQLModel, table=True):
     last_used_at: datetime | None = _ts(nullable=True)
 
 
+class SubscriptionRow(SQLModel, table=True):
+    """A webhook subscription. Secrets are stored encrypted (Fernet under REGISTRY_SECRET_KEY);
+    after a rotation the previous one keeps signing until ``previous_secret_until``."""
+
+    __tablename__ = "webhook_subscriptions"
+    __table_args__ = AUTOINCREMENT
+
+    id: int | None = _id()
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    description: str = Field(sa_column=Column(Text, nullable=False, server_default=""))
+    event_types: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    models: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    status: str = Field(sa_column=Column(String(16), nullable=False))  # active, paused, disabled
+    disabled_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    secret: str = Field(sa_column=Column(Text, nullable=False))
+    previous_secret: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    previous_secret_until: datetime | None = _ts(nullable=True)
+    failing_since: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    created_by: str = Field(sa_column=Column(String(256), nullable=False))
+
+
+class DeliveryRow(SQLModel, table=True):
+    """One event for one target: ``webhook:<id>``, ``lineage:http`` or ``lineage:file``.
+
+    pending → delivered | failed (retries exhausted; ``recover`` and ``redeliver`` make it pending
+    again). A worker sending it holds a lease (``lease_token`` until ``lease_until``), never a row
+    lock across the HTTP call. ``ordered`` deliveries of one target and chain go out in sequence
+    order; a redelivery is unordered.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("outbox_id", "target", name="uq_deliveries_outbox_id_target"),
+        Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("state = 'pending'"),
+              sqlite_where=text("state = 'pending'")),
+        Index("ix_deliveries_order", "target", "chain", "sequence",
+              postgresql_where=text("state = 'pending'"), sqlite_where=text("state = 'pending'")),
+        Index("ix_deliveries_subscription_id", "subscription_id", "id"),
+        Index("ix_deliveries_finished", "finished_at"),
+        AUTOINCREMENT,
+    )
+
+    id: int | None = _id()
+    outbox_id: int = Field(sa_column=Column(Id, ForeignKey("outbox_events.id"), nullable=False))
+    target: str = Field(sa_column=Column(String(64), nullable=False))
+    subscription_id: int | None = Field(
+        default=None, sa_column=Column(Id, ForeignKey("webhook_subscriptions.id"), nullable=True))
+    chain: str = Field(sa_column=Column(String(64), nullable=False))
+    sequence: int = Field(sa_column=Column(BigInteger, nullable=False))
+    ordered: bool = Field(default=True, sa_column=Column(Boolean, nullable=False))
+    state: str = Field(sa_column=Column(String(16), nullable=False))
+    attempts: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
+    # Attempts since the delivery was last (re)queued: the position in the retry schedule.
+    round_attempts: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
+    next_attempt_at: datetime = _ts()
+    lease_until: datetime | None = _ts(nullable=True)
+    lease_token: str | None = Field(default=None, sa_column=Column(String(36), nullable=True))
+    first_failed_at: datetime | None = _ts(nullable=True)
+    last_status: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = _ts()
+    finished_at: datetime | None = _ts(nullable=True)
+
+
+class AttemptRow(SQLModel, table=True):
+    """One try at sending a delivery, kept for the delivery log."""
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (Index("ix_delivery_attempts_delivery_id", "delivery_id", "number"),
+                      AUTOINCREMENT)
+
+    id: int | None = _id()
+    delivery_id: int = Field(sa_column=Column(Id, ForeignKey("deliveries.id"), nullable=False))
+    number: int = Field(sa_column=Column(Integer, nullable=False))
+    at: datetime = _ts()
+    status_code: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    latency_ms: float = Field(sa_column=Column(Float, nullable=False))
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    outcome: str = Field(sa_column=Column(String(16), nullable=False))
+
+
+class LineageRow(SQLModel, table=True):
+    """An OpenLineage event the relay built from an outbox event (its id is the run id). Kept
+    when the outbox is pruned: it answers a version's lineage."""
+
+    __tablename__ = "lineage_events"
+    __table_args__ = (Index("ix_lineage_events_chain_version", "chain", "version", "id"),
+                      AUTOINCREMENT)
+
+    id: int | None = _id()
+    event_id: str = Field(sa_column=Column(String(36), nullable=False, unique=True))
+    chain: str = Field(sa_column=Column(String(64), nullable=False))
+    model: str = Field(sa_column=Column(String(256), nullable=False))
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    at: datetime = _ts()
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
 models_t = ModelRow.__table__
 chains_t = ChainRow.__table__
 versions_t = VersionRow.__table__
@@ -243,3 +351,7 @@ audit_t = AuditRow.__table__
 outbox_t = OutboxRow.__table__
 principals_t = PrincipalRow.__table__
 tokens_t = TokenRow.__table__
+subscriptions_t = SubscriptionRow.__table__
+deliveries_t = DeliveryRow.__table__
+attempts_t = AttemptRow.__table__
+lineage_t = LineageRow.__table__

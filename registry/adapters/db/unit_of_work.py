@@ -9,13 +9,14 @@ domain errors: a constraint violation is a 409, an unreachable database a 503.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -28,6 +29,8 @@ from registry.services.audit import SYSTEM_CHAIN, canonical, chain_hash, model_c
 from registry.services.ports import Actor
 
 Clock = Callable[[], datetime]
+OUTBOX_CHANNEL = "registry_outbox"
+_NOTIFY = text(f"NOTIFY {OUTBOX_CHANNEL}")
 
 
 def utcnow() -> datetime:
@@ -36,8 +39,10 @@ def utcnow() -> datetime:
 
 class SqlUnitOfWork:
     def __init__(self, engine: AsyncEngine, read_engine: AsyncEngine, actor: Actor, *, write: bool,
-                 clock: Clock = utcnow, write_lock: asyncio.Lock | None = None) -> None:
+                 clock: Clock = utcnow, write_lock: asyncio.Lock | None = None,
+                 on_events: Callable[[], None] | None = None) -> None:
         self.actor = actor
+        self._on_events = on_events
         self._engine = engine if write else read_engine
         self._write = write
         self._clock = clock
@@ -130,18 +135,31 @@ class SqlUnitOfWork:
                         "event_id": str(uuid.uuid4()), "chain": chain, "sequence": head.event_seq,
                         "type": change.type, "model": change.model, "version": change.version,
                         "actor": self.actor.name, "request_id": self.actor.request_id, "at": at,
-                        "data": change.event_data(),
+                        "data": change.event_data(), "target": None,
+                    })
+                elif change.event is not None:
+                    head.event_seq += 1
+                    event_rows.append({
+                        "event_id": str(uuid.uuid4()), "chain": chain, "sequence": head.event_seq,
+                        "type": change.action, "model": None, "version": None,
+                        "actor": self.actor.name, "request_id": self.actor.request_id, "at": at,
+                        "data": change.event, "target": change.target,
                     })
             heads.append(head)
         if audit_rows:
             await self._conn.execute(insert(audit_t), audit_rows)
         if event_rows:
             await self._conn.execute(insert(outbox_t), event_rows)
+            if self._conn.dialect.name == "postgresql":
+                # Wakes the relay of every worker process when (and only if) this commits.
+                await self._conn.execute(_NOTIFY)
         for head in heads:
             await self._conn.execute(update(chains_t).where(chains_t.c.id == head.chain).values(
                 audit_seq=head.audit_seq, audit_hash=head.audit_hash, event_seq=head.event_seq))
         await self._conn.commit()
         self._pending.clear()
+        if event_rows and self._on_events is not None:
+            self._on_events()
 
 
 def translate_db_error(exc: BaseException) -> RegistryError | None:
@@ -170,9 +188,19 @@ class SqlUnitOfWorkFactory:
         self._clock = clock
         self._sqlite = engine.dialect.name == "sqlite"
         self._lock: asyncio.Lock | None = None
+        # Called after a commit that wrote outbox events (the in-process relay's doorbell).
+        self.on_events: Callable[[], None] | None = None
+
+    def writer_lock(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The in-process writers' queue (SQLite), for writers that are not units of work."""
+        if not self._sqlite:
+            return contextlib.nullcontext()
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
 
     def __call__(self, actor: Actor, *, write: bool = True) -> SqlUnitOfWork:
         if self._sqlite and write and self._lock is None:
             self._lock = asyncio.Lock()
         return SqlUnitOfWork(self.engine, self.read_engine, actor, write=write, clock=self._clock,
-                             write_lock=self._lock)
+                             write_lock=self._lock, on_events=self.on_events)

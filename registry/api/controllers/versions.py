@@ -13,7 +13,10 @@ from registry.api.errors import problem_responses
 from registry.api.schemas import (
     NO_NUL,
     AliasResponse,
+    DatasetBody,
     HistoryStages,
+    LineageResponse,
+    LineageRun,
     ModelHistoryResponse,
     ModelVersionList,
     ModelVersionResponse,
@@ -28,7 +31,7 @@ from registry.api.schemas import (
     TransitionResponse,
     UpdateVersionRequest,
 )
-from registry.services import aliases, history, transitions, versions
+from registry.services import aliases, history, lineage, transitions, versions
 from registry.services.commands import (
     DeleteAlias,
     RegisterModelVersion,
@@ -123,6 +126,20 @@ class VersionController(Controller):
         """The version's stage changes, oldest first (from the audit log)."""
         rows = await transitions.stage_history(name, version, reader(request))
         return StageHistory([StageChangeRecord(**r) for r in rows])
+
+    @get("/versions/{version:int}/lineage", operation_id="getVersionLineage",
+         responses=problem_responses(400, 404))
+    async def lineage(self, request: Request[Any, Any, Any], name: ModelPath,
+                      version: VersionPath) -> LineageResponse:
+        """Upstream datasets and training run (its id mapped to an OpenLineage run id), the stage
+        history, and the OpenLineage RunEvents emitted for the version, oldest first (built by the
+        relay, usually within a second of the change)."""
+        found = await lineage.version_lineage(name, version, reader(request))
+        run = found["run"]
+        return LineageResponse(
+            [DatasetBody(**i) for i in found["inputs"]],
+            None if run is None else LineageRun(run["id"], run["run_uuid"]),
+            [StageChangeRecord(**r) for r in found["stages"]], found["events"])
 
     @get("/stages/{stage:str}", operation_id="getVersionsInStage", responses=problem_responses(400, 404))
     async def versions_in_stage(self, request: Request[Any, Any, Any], name: ModelPath,

@@ -1,0 +1,265 @@
+"""The workers' side of the outbox: relay events into deliveries, claim due deliveries under a
+lease, record each attempt, prune what is old.
+
+Relay: outbox rows not yet relayed are claimed with ``FOR UPDATE SKIP LOCKED`` (so any number of
+relays share the work on PostgreSQL); each becomes one delivery per matching active subscription
+and, for registrations and stage changes, one OpenLineage event plus one delivery per sink.
+Claim: due deliveries are leased in a short transaction (``SKIP LOCKED`` again) and sent after it
+commits; no row lock is held across an HTTP call. An ordered delivery waits while an earlier one
+of its target and chain is pending, unless that one has been failing for longer than the hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, insert, not_, or_, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from registry.adapters.db.tables import (
+    attempts_t,
+    deliveries_t,
+    lineage_t,
+    outbox_t,
+    subscriptions_t,
+)
+from registry.adapters.db.unit_of_work import OUTBOX_CHANNEL, SqlUnitOfWorkFactory
+from registry.adapters.lineage import LineageBuilder, is_lineage_event
+from registry.services.audit import rfc3339
+from registry.services.webhooks import matches, target_of
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One leased delivery, with everything needed to send it."""
+
+    delivery_id: int
+    lease_token: str
+    target: str
+    subscription_id: int | None
+    attempt: int  # this attempt's number (1-based, over the delivery's life)
+    round_attempt: int  # its position in the retry schedule
+    event: dict[str, Any]  # id, type, model, version, sequence, actor, request_id, at, data
+    url: str | None = None
+    secret: str | None = None  # encrypted
+    previous_secret: str | None = None  # encrypted; only while it still signs
+    lineage: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    state: str  # pending (retry), delivered, failed
+    applied: bool  # False when the lease had passed to another worker
+    disable: str | None = None  # a reason, when the subscription must be disabled
+
+
+def event_of(row: Any) -> dict[str, Any]:
+    return {"id": row.event_id, "type": row.type, "model": row.model, "version": row.version,
+            "sequence": row.sequence, "actor": row.actor, "request_id": row.request_id,
+            "at": rfc3339(row.at), "data": row.data}
+
+
+_EVENT_COLS = (outbox_t.c.id, outbox_t.c.event_id, outbox_t.c.chain, outbox_t.c.type,
+               outbox_t.c.model, outbox_t.c.version, outbox_t.c.sequence, outbox_t.c.actor,
+               outbox_t.c.request_id, outbox_t.c.at, outbox_t.c.data, outbox_t.c.target)
+
+
+class OutboxStore:
+    def __init__(self, uow: SqlUnitOfWorkFactory, *, sinks: Sequence[str] = (),
+                 lineage: LineageBuilder | None = None, clock: Callable[[], datetime] = utcnow) -> None:
+        self._uow = uow
+        self._engine = uow.engine
+        self.sinks = tuple(sinks)
+        self._lineage = lineage
+        self._clock = clock
+        self._sqlite = self._engine.dialect.name == "sqlite"
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self._uow.writer_lock(), self._engine.begin() as conn:
+            yield conn
+
+    async def relay(self, limit: int = 200) -> int:
+        """Turn up to ``limit`` unrelayed events into deliveries; returns how many were relayed."""
+        async with self._transaction() as conn:
+            stmt = (select(*_EVENT_COLS).where(outbox_t.c.relayed_at.is_(None))
+                    .order_by(outbox_t.c.id).limit(limit).with_for_update(skip_locked=True))
+            rows = list(await conn.execute(stmt))
+            if not rows:
+                return 0
+            now = self._clock()
+            subs = list(await conn.execute(
+                select(subscriptions_t.c.id, subscriptions_t.c.event_types, subscriptions_t.c.models)
+                .where(subscriptions_t.c.status == "active")))
+            deliveries: list[dict[str, Any]] = []
+            lineage_rows: list[dict[str, Any]] = []
+            for row in rows:
+                event = event_of(row)
+                targets = [s for s in subs if (s.id == row.target if row.target is not None
+                                                else matches(s, row.type, row.model))]
+                for sub in targets:
+                    deliveries.append(self._delivery(row, target_of(sub.id), sub.id, now))
+                if self._lineage is not None and row.model is not None and is_lineage_event(event):
+                    payload = self._lineage.build(event)
+                    if payload is not None:
+                        lineage_rows.append({"event_id": row.event_id, "chain": row.chain,
+                                             "model": row.model, "version": row.version,
+                                             "at": row.at, "payload": payload})
+                        deliveries += [self._delivery(row, sink, None, now) for sink in self.sinks]
+            if lineage_rows:
+                await conn.execute(insert(lineage_t), lineage_rows)
+            if deliveries:
+                await conn.execute(insert(deliveries_t), deliveries)
+            await conn.execute(update(outbox_t).where(outbox_t.c.id.in_([r.id for r in rows]))
+                               .values(relayed_at=now))
+        return len(rows)
+
+    @staticmethod
+    def _delivery(row: Any, target: str, sub_id: int | None, now: datetime) -> dict[str, Any]:
+        return {"outbox_id": row.id, "target": target, "subscription_id": sub_id,
+                "chain": row.chain, "sequence": row.sequence, "ordered": True, "state": "pending",
+                "attempts": 0, "round_attempts": 0, "next_attempt_at": now, "created_at": now}
+
+    async def claim(self, limit: int, lease: float, hold: float) -> list[Job]:
+        """Lease up to ``limit`` due deliveries whose turn it is."""
+        d, e = deliveries_t, deliveries_t.alias("earlier")
+        async with self._transaction() as conn:
+            now = self._clock()
+            earlier = exists().where(
+                e.c.target == d.c.target, e.c.chain == d.c.chain, e.c.sequence < d.c.sequence,
+                e.c.state == "pending", e.c.ordered,
+                or_(e.c.first_failed_at.is_(None), e.c.first_failed_at > now - timedelta(seconds=hold)))
+            active = select(subscriptions_t.c.id).where(subscriptions_t.c.status == "active")
+            stmt = (select(d.c.id).where(
+                d.c.state == "pending", d.c.next_attempt_at <= now,
+                or_(d.c.lease_until.is_(None), d.c.lease_until < now),
+                or_(d.c.subscription_id.is_(None), d.c.subscription_id.in_(active)),
+                or_(not_(d.c.ordered), not_(earlier)))
+                .order_by(d.c.next_attempt_at, d.c.id).limit(limit)
+                .with_for_update(skip_locked=True, of=d))
+            ids = [r.id for r in await conn.execute(stmt)]
+            if not ids:
+                return []
+            token = str(uuid.uuid4())
+            await conn.execute(update(d).where(d.c.id.in_(ids)).values(
+                lease_until=now + timedelta(seconds=lease), lease_token=token,
+                attempts=d.c.attempts + 1, round_attempts=d.c.round_attempts + 1))
+            s = subscriptions_t
+            stmt = (select(d.c.id.label("delivery_id"), d.c.target, d.c.subscription_id, d.c.attempts,
+                           d.c.round_attempts, *[c for c in _EVENT_COLS if c.name != "id"],
+                           s.c.url, s.c.secret, s.c.previous_secret, s.c.previous_secret_until,
+                           lineage_t.c.payload.label("lineage"))
+                    .join(outbox_t, outbox_t.c.id == d.c.outbox_id)
+                    .outerjoin(s, s.c.id == d.c.subscription_id)
+                    .outerjoin(lineage_t, and_(lineage_t.c.event_id == outbox_t.c.event_id,
+                                               d.c.subscription_id.is_(None)))
+                    .where(d.c.id.in_(ids)).order_by(d.c.next_attempt_at, d.c.id))
+            jobs = []
+            for r in await conn.execute(stmt):
+                previous = r.previous_secret
+                if previous is not None and (r.previous_secret_until is None
+                                             or r.previous_secret_until <= now):
+                    previous = None
+                jobs.append(Job(r.delivery_id, token, r.target, r.subscription_id, r.attempts,
+                                r.round_attempts, event_of(r), r.url, r.secret, previous, r.lineage))
+        return jobs
+
+    async def finish(self, job: Job, *, ok: bool, status: int | None, latency_ms: float,
+                     error: str | None, retry_after: float | None, schedule: Sequence[float],
+                     disable_after: float | None) -> Finished:
+        """Record the attempt and move the delivery on: delivered, retried later, or failed."""
+        d = deliveries_t
+        async with self._transaction() as conn:
+            now = self._clock()
+            disable = None
+            if ok:
+                state, values = "delivered", {"finished_at": now}
+            elif status == 410:
+                state, values = "failed", {"finished_at": now}
+                disable = "the endpoint answered 410 Gone"
+            elif job.round_attempt >= len(schedule):
+                state, values = "failed", {"finished_at": now}
+            else:
+                delay = retry_after if retry_after is not None else schedule[job.round_attempt]
+                state, values = "pending", {"next_attempt_at": now + timedelta(seconds=delay)}
+            values.update(state=state, lease_until=None, lease_token=None, last_status=status,
+                          last_error=error)
+            if not ok:
+                values["first_failed_at"] = func.coalesce(d.c.first_failed_at, now)
+            result = await conn.execute(update(d).where(d.c.id == job.delivery_id,
+                                                        d.c.lease_token == job.lease_token)
+                                        .values(**values))
+            await conn.execute(insert(attempts_t).values(
+                delivery_id=job.delivery_id, number=job.attempt, at=now, status_code=status,
+                latency_ms=latency_ms, error=error,
+                outcome="delivered" if ok else ("failed" if state == "failed" else "retrying")))
+            if job.subscription_id is not None:
+                disable = await self._track_failures(conn, job.subscription_id, ok, now,
+                                                     disable_after) or disable
+        return Finished(state, bool(result.rowcount), disable)
+
+    async def _track_failures(self, conn: AsyncConnection, sub_id: int, ok: bool, now: datetime,
+                              disable_after: float | None) -> str | None:
+        s = subscriptions_t
+        if ok:
+            await conn.execute(update(s).where(s.c.id == sub_id, s.c.failing_since.is_not(None))
+                               .values(failing_since=None))
+            return None
+        await conn.execute(update(s).where(s.c.id == sub_id, s.c.failing_since.is_(None))
+                           .values(failing_since=now))
+        since = (await conn.execute(select(s.c.failing_since).where(s.c.id == sub_id))).scalar()
+        if since is not None and disable_after is not None and (now - since).total_seconds() > disable_after:
+            return f"deliveries have failed since {rfc3339(since)}"
+        return None
+
+    async def prune(self, older_than: datetime, batch: int = 1000) -> tuple[int, int]:
+        """Delete delivered deliveries (with their attempts) finished before ``older_than``, then
+        relayed outbox events from before it that no delivery needs. Audit entries and lineage
+        events are never pruned. Returns (deliveries, events) deleted."""
+        d = deliveries_t
+        deliveries = events = 0
+        while True:
+            async with self._transaction() as conn:
+                ids = [r.id for r in await conn.execute(
+                    select(d.c.id).where(d.c.state == "delivered", d.c.finished_at < older_than)
+                    .limit(batch))]
+                if ids:
+                    await conn.execute(delete(attempts_t).where(attempts_t.c.delivery_id.in_(ids)))
+                    await conn.execute(delete(d).where(d.c.id.in_(ids)))
+                    deliveries += len(ids)
+                needed = exists().where(d.c.outbox_id == outbox_t.c.id)
+                old = [r.id for r in await conn.execute(
+                    select(outbox_t.c.id).where(outbox_t.c.relayed_at.is_not(None),
+                                                outbox_t.c.at < older_than, not_(needed))
+                    .limit(batch))]
+                if old:
+                    await conn.execute(delete(outbox_t).where(outbox_t.c.id.in_(old)))
+                    events += len(old)
+            if len(ids) < batch and len(old) < batch:
+                return deliveries, events
+
+
+@contextlib.asynccontextmanager
+async def listen(database_url: str, on_notify: Callable[[], None]) -> AsyncIterator[None]:
+    """On PostgreSQL, call ``on_notify`` whenever a commit wrote outbox events (any process)."""
+    import asyncpg
+
+    url = make_url(database_url).set(drivername="postgresql")
+    conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        await conn.add_listener(OUTBOX_CHANNEL, lambda *_: on_notify())
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.close(), 5)

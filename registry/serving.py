@@ -1,0 +1,22 @@
+"""What ``serve`` runs in each server process: the app and, unless REGISTRY_RUN_WORKERS=false,
+the workers in the same event loop (started after the app, stopped before the database closes)."""
+
+from __future__ import annotations
+
+from registry.api.app import asgi_app
+from registry.api.middleware import RequestIdMiddleware
+from registry.bootstrap import build
+from registry.config import Settings
+from registry.log import configure
+from registry.workers.runner import Workers
+
+
+def app_from_env() -> RequestIdMiddleware:
+    """Factory for uvicorn workers: read settings once, configure logs, build the container."""
+    settings = Settings.from_env()
+    configure(settings.log_format)
+    container = build(settings)
+    if not settings.run_workers:
+        return asgi_app(container)
+    workers = Workers(container)
+    return asgi_app(container, on_startup=[workers.start], on_shutdown=[workers.stop])

@@ -1,0 +1,1 @@
+"""Outbox relay, delivery dispatcher and pruner: run inside ``serve`` or by ``worker``."""

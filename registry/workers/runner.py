@@ -1,0 +1,180 @@
+"""The workers: relay (outbox → deliveries), dispatcher (deliveries → HTTP or file, under a
+lease) and pruner, as tasks of one event loop.
+
+They wake when a commit in this process wrote events, on PostgreSQL also when any process did
+(LISTEN/NOTIFY), and otherwise poll. The dispatcher keeps up to ``concurrency`` deliveries in
+flight, so one slow receiver never holds up the others; when one finishes it claims again at once,
+which is what lets a model's next ordered event follow immediately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from registry.bootstrap import LINEAGE_FILE, LINEAGE_HTTP, Container
+from registry.services import webhooks
+from registry.services.ports import Actor
+
+if TYPE_CHECKING:
+    from registry.adapters.db.outbox import Job
+    from registry.adapters.webhooks import Outcome
+
+log = structlog.get_logger("registry.workers")
+PRUNE_EVERY = 3600.0
+
+
+class Workers:
+    def __init__(self, container: Container) -> None:
+        self.c = container
+        self.settings = container.settings
+        self.name = f"worker-{uuid.uuid4().hex[:8]}"
+        self._relay_wake = asyncio.Event()
+        self._dispatch_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._relay_wake.set()
+
+    async def start(self) -> None:
+        self.c.uow.on_events = self.wake
+        self._tasks = [asyncio.create_task(self._loop("relay", self._relay)),
+                       asyncio.create_task(self._loop("dispatch", self._dispatch)),
+                       asyncio.create_task(self._loop("prune", self._prune))]
+        if not self.settings.is_sqlite:
+            self._tasks.append(asyncio.create_task(self._loop("listen", self._listen)))
+        log.info("workers_started", worker=self.name, sinks=list(self.c.outbox.sinks))
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming; give deliveries in flight ``grace`` seconds to finish (the rest keep
+        their lease and are sent again once it expires)."""
+        self._stopping = True
+        if self.c.uow.on_events == self.wake:
+            self.c.uow.on_events = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._inflight:
+            _, pending = await asyncio.wait(self._inflight, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        log.info("workers_stopped", worker=self.name)
+
+    async def run_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            await self.stop()
+
+    async def _loop(self, name: str, body: Any) -> None:
+        """Run ``body`` for ever; an error is logged and retried with a growing pause."""
+        pause = 0.5
+        while True:
+            try:
+                await body()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a worker must outlive a database restart
+                log.warning("worker_error", loop=name, error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
+
+    async def _wait(self, event: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        event.clear()
+
+    async def _relay(self) -> None:
+        while True:
+            self._relay_wake.clear()
+            relayed = await self.c.outbox.relay()
+            if relayed:
+                self._dispatch_wake.set()
+                continue
+            await self._wait(self._relay_wake, self.settings.poll_interval)
+
+    async def _dispatch(self) -> None:
+        hooks = self.settings.webhooks
+        while not self._stopping:
+            self._dispatch_wake.clear()
+            free = hooks.concurrency - len(self._inflight)
+            jobs = await self.c.outbox.claim(free, hooks.lease, hooks.order_hold) if free > 0 else []
+            for job in jobs:
+                task = asyncio.create_task(self._deliver(job))
+                self._inflight.add(task)
+                task.add_done_callback(self._done)
+            if jobs and len(jobs) == free:
+                continue
+            await self._wait(self._dispatch_wake, self.settings.poll_interval)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._dispatch_wake.set()
+
+    async def _prune(self) -> None:
+        while True:
+            cutoff = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
+            deliveries, events = await self.c.outbox.prune(cutoff)
+            if deliveries or events:
+                log.info("pruned", deliveries=deliveries, events=events)
+            await asyncio.sleep(PRUNE_EVERY)
+
+    async def _listen(self) -> None:
+        from registry.adapters.db.outbox import listen
+
+        async with listen(self.settings.database_url, self.wake):
+            await asyncio.Event().wait()
+
+    async def _deliver(self, job: Job) -> None:
+        try:
+            outcome = await self._send(job)
+        except Exception as exc:  # a sender bug must not lose the delivery
+            log.exception("delivery_error", target=job.target, event_id=job.event["id"])
+            outcome = self.c.senders.failure(f"internal error: {type(exc).__name__}: {exc}")
+        hooks = self.settings.webhooks
+        finished = await self.c.outbox.finish(
+            job, ok=outcome.ok, status=outcome.status, latency_ms=outcome.latency_ms,
+            error=outcome.error, retry_after=outcome.retry_after, schedule=hooks.retry_schedule,
+            disable_after=hooks.disable_after if job.subscription_id is not None else None)
+        log.info("delivery_attempt", target=job.target, event_id=job.event["id"],
+                 event_type=job.event["type"], attempt=job.attempt, status=outcome.status,
+                 latency_ms=outcome.latency_ms, error=outcome.error, state=finished.state,
+                 lease_kept=finished.applied)
+        if finished.disable and job.subscription_id is not None:
+            actor = Actor(name="worker", request_id=f"{self.name}-{job.delivery_id}-{job.attempt}")
+            if await webhooks.disable_webhook(job.subscription_id, finished.disable, self.c.uow(actor)):
+                log.warning("webhook_disabled", webhook=job.subscription_id, reason=finished.disable)
+                self._relay_wake.set()
+
+    async def _send(self, job: Job) -> Outcome:
+        if job.target == LINEAGE_FILE:
+            assert self.c.senders.file is not None and job.lineage is not None
+            return await self.c.senders.file.append(job.lineage)
+        if job.target == LINEAGE_HTTP:
+            assert self.c.lineage_url is not None and job.lineage is not None
+            body = json.dumps(job.lineage, separators=(",", ":")).encode()
+            return await self.c.senders.lineage().post(
+                self.c.lineage_url, {"content-type": "application/json"}, body)
+        assert job.url is not None and job.secret is not None
+        signing = [self.c.cipher.decrypt(job.secret)]
+        if job.previous_secret is not None:
+            signing.append(self.c.cipher.decrypt(job.previous_secret))
+        return await self.c.senders.webhook(job.url, job.event["id"], signing, webhook_body(job.event))
+
+
+def webhook_body(event: dict[str, Any]) -> bytes:
+    """Standard Webhooks' envelope; ``data`` is the event as the pull feed gives it. The same
+    bytes on every attempt (the signature's timestamp is the attempt's)."""
+    return json.dumps({"type": event["type"], "timestamp": event["at"], "data": event},
+                      separators=(",", ":"), ensure_ascii=False).encode()
