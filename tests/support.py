@@ -126,11 +126,12 @@ def run_server(database_url: str, data_dir: Path, workers: int = 1,
 
 
 @contextmanager
-def server_for(backend: str, data_dir: Path, workers: int = 1) -> Iterator[Server]:
+def server_for(backend: str, data_dir: Path, workers: int = 1,
+               extra_env: dict[str, str] | None = None) -> Iterator[Server]:
     """A server on a fresh database of ``backend`` ("sqlite" or "postgresql"), dropped afterwards."""
     url = sqlite_url(data_dir) if backend == "sqlite" else run(create_pg_database())
     try:
-        with run_server(url, data_dir, workers=workers) as srv:
+        with run_server(url, data_dir, workers=workers, extra_env=extra_env) as srv:
             yield srv
     finally:
         if backend == "postgresql":
