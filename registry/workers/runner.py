@@ -143,19 +143,34 @@ class Workers:
             log.exception("delivery_error", target=job.target, event_id=job.event["id"])
             outcome = self.c.senders.failure(f"internal error: {type(exc).__name__}: {exc}")
         hooks = self.settings.webhooks
-        finished = await self.c.outbox.finish(
-            job, ok=outcome.ok, status=outcome.status, latency_ms=outcome.latency_ms,
-            error=outcome.error, retry_after=outcome.retry_after, schedule=hooks.retry_schedule,
-            disable_after=hooks.disable_after if job.subscription_id is not None else None)
+        try:
+            finished = await self.c.outbox.finish(
+                job, ok=outcome.ok, status=outcome.status, latency_ms=outcome.latency_ms,
+                error=outcome.error, retry_after=outcome.retry_after, schedule=hooks.retry_schedule,
+                disable_after=hooks.disable_after if job.subscription_id is not None else None)
+        except Exception as exc:  # the lease runs out and the delivery is sent again
+            log.warning("delivery_not_recorded", target=job.target, event_id=job.event["id"],
+                        status=outcome.status, error=f"{type(exc).__name__}: {exc}")
+            return
         log.info("delivery_attempt", target=job.target, event_id=job.event["id"],
                  event_type=job.event["type"], attempt=job.attempt, status=outcome.status,
                  latency_ms=outcome.latency_ms, error=outcome.error, state=finished.state,
                  lease_kept=finished.applied)
         if finished.disable and job.subscription_id is not None:
-            actor = Actor(name="worker", request_id=f"{self.name}-{job.delivery_id}-{job.attempt}")
-            if await webhooks.disable_webhook(job.subscription_id, finished.disable, self.c.uow(actor)):
-                log.warning("webhook_disabled", webhook=job.subscription_id, reason=finished.disable)
-                self._relay_wake.set()
+            await self._disable(job, finished.disable)
+
+    async def _disable(self, job: Job, reason: str) -> None:
+        assert job.subscription_id is not None
+        actor = Actor(name="worker", request_id=f"{self.name}-{job.delivery_id}-{job.attempt}")
+        try:
+            disabled = await webhooks.disable_webhook(job.subscription_id, reason, self.c.uow(actor))
+        except Exception as exc:  # the next failure will try again
+            log.warning("webhook_disable_failed", webhook=job.subscription_id,
+                        error=f"{type(exc).__name__}: {exc}")
+            return
+        if disabled:
+            log.warning("webhook_disabled", webhook=job.subscription_id, reason=reason)
+            self._relay_wake.set()
 
     async def _send(self, job: Job) -> Outcome:
         if job.target == LINEAGE_FILE:

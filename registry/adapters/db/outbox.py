@@ -200,6 +200,9 @@ class OutboxStore:
             result = await conn.execute(update(d).where(d.c.id == job.delivery_id,
                                                         d.c.lease_token == job.lease_token)
                                         .values(**values))
+            if not result.rowcount and (await conn.execute(
+                    select(d.c.id).where(d.c.id == job.delivery_id))).first() is None:
+                return Finished(state, False)  # deleted with its subscription meanwhile
             await conn.execute(insert(attempts_t).values(
                 delivery_id=job.delivery_id, number=job.attempt, at=now, status_code=status,
                 latency_ms=latency_ms, error=error,

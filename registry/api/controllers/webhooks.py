@@ -26,7 +26,7 @@ from registry.services import webhooks
 from registry.services.webhooks import CreateWebhook, UpdateWebhook, target_of
 
 WebhookId = Annotated[int, PathParameter(ge=1, le=2**31 - 1, description="webhook id")]
-DeliveryId = Annotated[int, PathParameter(ge=1, le=2**62, description="delivery id")]
+DeliveryId = Annotated[int, PathParameter(ge=1, le=2**53 - 1, description="delivery id")]
 Limit = Annotated[int | None, QueryParameter(ge=1, le=1000)]
 Cursor = Annotated[str | None, QueryParameter(max_length=2048)]
 State = Annotated[str | None, QueryParameter(name="state", pattern="^(pending|delivered|failed)$",
