@@ -16,7 +16,7 @@ CONFIG_NAMES = set(re.findall(r'"(REGISTRY_[A-Z_]+)"', (DEPLOY.parent / "registr
 
 def test_compose_services_run_cli_commands_that_parse() -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    for name in ("migrate", "registry"):
+    for name in ("migrate", "registry", "worker"):
         command = compose["services"][name]["command"]
         assert command[:3] == ["python", "-m", "registry"]
         parser().parse_args(command[3:])  # exits on an unknown command or flag
@@ -24,7 +24,7 @@ def test_compose_services_run_cli_commands_that_parse() -> None:
 
 def test_compose_sets_only_settings_the_service_reads() -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    for name in ("migrate", "registry"):
+    for name in ("migrate", "registry", "worker"):
         env = compose["services"][name]["environment"]
         assert set(env) <= CONFIG_NAMES, set(env) - CONFIG_NAMES
         assert env["REGISTRY_DATABASE_URL"].startswith("postgresql+asyncpg://")
