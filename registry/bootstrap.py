@@ -128,6 +128,7 @@ def build(settings: Settings) -> Container:
     if settings.lineage_file is not None:
         sinks.append(LINEAGE_FILE)
         senders.file = FileSink(settings.lineage_file)
-    outbox = OutboxStore(uow, sinks=sinks, lineage=LineageBuilder(settings.lineage_namespace))
+    outbox = OutboxStore(uow, sinks=sinks, lineage=LineageBuilder(settings.lineage_namespace),
+                         first_delay=settings.webhooks.retry_schedule[0])
     return Container(settings, engine, uow, Authenticator(uow), cipher, tools, outbox, senders,
                      lineage_endpoint(settings.lineage_url) if settings.lineage_url else None)

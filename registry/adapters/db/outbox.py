@@ -77,8 +77,10 @@ _EVENT_COLS = (outbox_t.c.id, outbox_t.c.event_id, outbox_t.c.chain, outbox_t.c.
 
 class OutboxStore:
     def __init__(self, uow: SqlUnitOfWorkFactory, *, sinks: Sequence[str] = (),
-                 lineage: LineageBuilder | None = None, clock: Callable[[], datetime] = utcnow) -> None:
+                 lineage: LineageBuilder | None = None, clock: Callable[[], datetime] = utcnow,
+                 first_delay: float = 0.0) -> None:
         self._uow = uow
+        self._first_delay = timedelta(seconds=first_delay)  # the retry schedule's first entry
         self._engine = uow.engine
         self.sinks = tuple(sinks)
         self._lineage = lineage
@@ -99,6 +101,7 @@ class OutboxStore:
             if not rows:
                 return 0
             now = self._clock()
+            due = now + self._first_delay
             subs = list(await conn.execute(
                 select(subscriptions_t.c.id, subscriptions_t.c.event_types, subscriptions_t.c.models)
                 .where(subscriptions_t.c.status == "active")))
@@ -109,14 +112,14 @@ class OutboxStore:
                 targets = [s for s in subs if (s.id == row.target if row.target is not None
                                                 else matches(s, row.type, row.model))]
                 for sub in targets:
-                    deliveries.append(self._delivery(row, target_of(sub.id), sub.id, now))
+                    deliveries.append(self._delivery(row, target_of(sub.id), sub.id, now, due))
                 if self._lineage is not None and row.model is not None and is_lineage_event(event):
                     payload = self._lineage.build(event)
                     if payload is not None:
                         lineage_rows.append({"event_id": row.event_id, "chain": row.chain,
                                              "model": row.model, "version": row.version,
                                              "at": row.at, "payload": payload})
-                        deliveries += [self._delivery(row, sink, None, now) for sink in self.sinks]
+                        deliveries += [self._delivery(row, sink, None, now, due) for sink in self.sinks]
             if lineage_rows:
                 await conn.execute(insert(lineage_t), lineage_rows)
             if deliveries:
@@ -126,10 +129,11 @@ class OutboxStore:
         return len(rows)
 
     @staticmethod
-    def _delivery(row: Any, target: str, sub_id: int | None, now: datetime) -> dict[str, Any]:
+    def _delivery(row: Any, target: str, sub_id: int | None, now: datetime,
+                  due: datetime) -> dict[str, Any]:
         return {"outbox_id": row.id, "target": target, "subscription_id": sub_id,
                 "chain": row.chain, "sequence": row.sequence, "ordered": True, "state": "pending",
-                "attempts": 0, "round_attempts": 0, "next_attempt_at": now, "created_at": now}
+                "attempts": 0, "round_attempts": 0, "next_attempt_at": due, "created_at": now}
 
     async def claim(self, limit: int, lease: float, hold: float) -> list[Job]:
         """Lease up to ``limit`` due deliveries whose turn it is."""
@@ -140,12 +144,17 @@ class OutboxStore:
                 e.c.target == d.c.target, e.c.chain == d.c.chain, e.c.sequence < d.c.sequence,
                 e.c.state == "pending", e.c.ordered,
                 or_(e.c.first_failed_at.is_(None), e.c.first_failed_at > now - timedelta(seconds=hold)))
+            # An earlier event of the chain that another relay is still relaying has no delivery
+            # yet; it holds the later ones back too.
+            unrelayed = exists().where(outbox_t.c.chain == d.c.chain,
+                                       outbox_t.c.sequence < d.c.sequence,
+                                       outbox_t.c.relayed_at.is_(None))
             active = select(subscriptions_t.c.id).where(subscriptions_t.c.status == "active")
             stmt = (select(d.c.id).where(
                 d.c.state == "pending", d.c.next_attempt_at <= now,
                 or_(d.c.lease_until.is_(None), d.c.lease_until < now),
                 or_(d.c.subscription_id.is_(None), d.c.subscription_id.in_(active)),
-                or_(not_(d.c.ordered), not_(earlier)))
+                or_(not_(d.c.ordered), and_(not_(earlier), not_(unrelayed))))
                 .order_by(d.c.next_attempt_at, d.c.id).limit(limit)
                 .with_for_update(skip_locked=True, of=d))
             ids = [r.id for r in await conn.execute(stmt)]
