@@ -19,6 +19,7 @@ import socket
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,11 +56,30 @@ def sign(secrets_: list[str], msg_id: str, timestamp: int, body: bytes) -> str:
     return " ".join(parts)
 
 
+METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"),
+                                ipaddress.ip_address("fd00:ec2::254")})
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(ip: IPAddress) -> IPAddress:
+    """The IPv4 address inside an IPv6 one that carries it (mapped, 6to4, NAT64, compatible)."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return ip
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in NAT64 or (ip in IPV4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
+
+
 def address_allowed(ip: IPAddress, allow_private: bool) -> bool:
-    """Only global unicast addresses, unless private targets are allowed."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_multicast or ip.is_unspecified:
+    """Only global unicast addresses, unless private targets are allowed; never multicast,
+    unspecified or a cloud metadata address."""
+    ip = _embedded_ipv4(ip)
+    if ip.is_multicast or ip.is_unspecified or ip in METADATA_ADDRESSES:
         return False
     return allow_private or ip.is_global
 
@@ -88,6 +108,10 @@ def parse_url(url: str) -> Target:
         raise UnsafeUrlError("the URL may not carry credentials")
     if parts.fragment:
         raise UnsafeUrlError("the URL may not have a fragment")
+    try:
+        httpx.URL(url)  # refuse now what the sender could not parse
+    except httpx.InvalidURL as exc:
+        raise UnsafeUrlError(f"the URL cannot be parsed: {exc}") from None
     host = parts.hostname.rstrip(".").lower()
     if host in BLOCKED_NAMES:
         raise UnsafeUrlError(f"{host} is a cloud metadata address")
@@ -104,6 +128,8 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise UnsafeUrlError(f"{host} does not resolve: {exc.strerror}") from None
+    except UnicodeError:  # the IDNA codec refuses the name (empty or over-long label)
+        raise UnsafeUrlError(f"{host} is not a valid host name") from None
     out: list[IPAddress] = []
     for info in infos:
         ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
@@ -195,12 +221,15 @@ def retry_after(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return min(float(value), MAX_RETRY_AFTER)
     try:
-        when = parsedate_to_datetime(value).timestamp()
+        parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if parsed.tzinfo is None:  # the asctime form has no zone and means UTC (RFC 9110 5.6.7)
+        parsed = parsed.replace(tzinfo=UTC)
+    when = parsed.timestamp()
     return min(max(when - now, 0.0), MAX_RETRY_AFTER)
 
 
@@ -221,7 +250,7 @@ class HttpPoster:
                     await _read_capped(response)
                 finally:
                     await response.aclose()
-        except UnsafeUrlError as exc:
+        except (UnsafeUrlError, httpx.InvalidURL) as exc:  # InvalidURL: saved before the check
             return Outcome(None, _ms(started), f"refused: {exc}")
         except TimeoutError:
             return Outcome(None, _ms(started), f"timed out after {self._timeout:g} s")
