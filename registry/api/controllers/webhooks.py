@@ -42,7 +42,7 @@ class WebhookController(Controller):
     path = "/webhooks"
     tags = ["webhooks"]
 
-    @post("/", operation_id="createWebhook", responses=problem_responses(400, 403, 422))
+    @post("/", operation_id="createWebhook", responses=problem_responses(400, 403))
     async def create_webhook(self, request: Request[Any, Any, Any],
                              data: JSONBody[CreateWebhookRequest]) -> CreatedWebhookResponse:
         """Subscribe a URL to event types (globs such as `model_version.*`), optionally for some
@@ -65,7 +65,7 @@ class WebhookController(Controller):
         """One subscription, with its status and, when disabled, why."""
         return WebhookResponse.of(await webhooks.get_webhook(webhook_id, reader(request)))
 
-    @patch("/{webhook_id:int}", operation_id="updateWebhook", responses=problem_responses(400, 403, 404, 422))
+    @patch("/{webhook_id:int}", operation_id="updateWebhook", responses=problem_responses(400, 403, 404))
     async def update_webhook(self, request: Request[Any, Any, Any], webhook_id: WebhookId,
                              data: JSONBody[UpdateWebhookRequest]) -> WebhookResponse:
         """Change the URL, filters or description; `status: paused` stops deliveries (events
