@@ -74,7 +74,31 @@ def tighten(document: OpenAPI) -> OpenAPI:
         expires = (token.properties or {}).get("expires_at")
         if isinstance(expires, Schema):
             expires.format = OpenAPIFormat.DATE_TIME  # Litestar drops msgspec's extra_json_schema
+    _constrain_webhooks(components or {})
+    rotate = (document.paths or {}).get("/api/v1/webhooks/{webhook_id}/rotate-secret")
+    if rotate is not None and rotate.post is not None and rotate.post.request_body is not None:
+        rotate.post.request_body.required = False   # the body (overlap_seconds) is optional
     return document
+
+
+def _constrain_webhooks(components: dict) -> None:
+    """What Litestar leaves out of the webhook bodies: the items' constraints of event_types and
+    models, ``ge=0`` (a falsy bound) and msgspec's extra_json_schema."""
+    event_type = Schema(type=OpenAPIType.STRING, min_length=1, max_length=128, pattern=r"^[a-z_.*?]+$")
+    model = Schema(type=OpenAPIType.STRING, min_length=1, max_length=256, pattern=schemas.MODEL_PATTERN)
+    for name in ("CreateWebhookRequest", "UpdateWebhookRequest"):
+        body = components.get(name)
+        if isinstance(body, Schema):
+            _constrain_items((body.properties or {}).get("event_types"), event_type)
+            _constrain_items((body.properties or {}).get("models"), model)
+    rotate = components.get("RotateSecretRequest")
+    overlap = (rotate.properties or {}).get("overlap_seconds") if isinstance(rotate, Schema) else None
+    if isinstance(overlap, Schema):
+        overlap.minimum = 0
+    recover = components.get("RecoverRequest")
+    since = (recover.properties or {}).get("since") if isinstance(recover, Schema) else None
+    if isinstance(since, Schema):
+        since.format = OpenAPIFormat.DATE_TIME
 
 
 def document(app: Litestar) -> dict:

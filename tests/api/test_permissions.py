@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -97,6 +98,7 @@ class Row:
     out: int | None = 404
     writes: bool = True
     check: Callable[[httpx.Response, Ctx, str, Any], None] | None = None
+    system: bool = False  # about the registry as a whole (tokens, webhooks): the system chain
 
     def expected(self, role: str, scope: str) -> int:
         if scope == "out":
@@ -121,6 +123,12 @@ def global_read(id: str, operation: str, path: str, check: Callable[..., None] |
 def write(id: str, operation: str, method: str, path: str, least: str, status: int, prep: Prep,
           body: dict[str, Any] | None = None, out: int | None = 404) -> Row:
     return Row(id, operation, method, API + path, least, status, body=body, prep=prep, out=out)
+
+
+def system(operation: str, method: str, path: str, body: dict[str, Any] | None = None) -> Row:
+    """An operation for admins of the whole registry: every role of the scoped tokens is refused."""
+    return Row(operation, operation, method, API + path, None, 403, body=body, prep=NOTHING, out=None,
+               writes=method != "GET", system=True)
 
 
 def transition(id: str, least: str, to_stage: str, prep: Prep, version: int = 1,
@@ -217,6 +225,16 @@ def _alive(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
     assert r.status_code == 200
 
 
+def _lineage_v1(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    body = r.json()
+    assert (body["inputs"], body["run"]) == ([], None), body
+    assert [s["to_stage"] for s in body["stages"]] == ["staging", "production"], body
+    # The events are built by the relay: registration, then each stage change, once it has run.
+    events = world.lineage_events(role, ctx["m"])
+    assert [e["job"]["name"] for e in events] == [f"{ctx['m']}.{job}" for job in
+                                                  ("register", "transition", "transition")], events
+
+
 READ_PREP = Prep(versions=2, moves=((1, "staging"), (1, "production"), (2, "staging")),
                  aliases=(("champion", 1, False),))
 STAGING = Prep(versions=1, moves=((1, "staging"),))
@@ -278,14 +296,31 @@ TABLE: tuple[Row, ...] = (
     transition("promote", "releaser", "production", STAGING),
     transition("retire", "releaser", "archived", PRODUCTION),
     transition("rollback", "releaser", "production", REPLACED, comment="v2 misbehaves"),
+    # a version's lineage: a read like any other of the model
+    read("getVersionLineage", "getVersionLineage", "/models/{m}/versions/1/lineage", _lineage_v1),
     # tokens: admins of the whole registry only. Every token here is limited to SCOPE, so every
     # role, admin included, is refused (the unscoped admin is tested in test_access_api.py).
     Row("createToken", "createToken", "POST", f"{API}/tokens", None, 403, {"name": "{m}", "role": "viewer"},
-        prep=NOTHING, out=None),
+        prep=NOTHING, out=None, system=True),
     Row("listTokens", "listTokens", "GET", f"{API}/tokens", None, 403, params={"limit": "1000"},
-        prep=NOTHING, out=None, writes=False),
+        prep=NOTHING, out=None, writes=False, system=True),
     Row("revokeToken", "revokeToken", "DELETE", f"{API}/tokens/{{token_id}}", None, 403,
-        prep=NOTHING, out=None),
+        prep=NOTHING, out=None, system=True),
+    # webhooks and the lineage sinks' logs: the same rule as tokens (a subscription to every model
+    # would show a scoped admin what is outside its scope). {webhook_id} is a real subscription.
+    system("createWebhook", "POST", "/webhooks", {"url": "https://192.0.0.9/perm", "event_types": ["*"]}),
+    system("listWebhooks", "GET", "/webhooks"),
+    system("getWebhook", "GET", "/webhooks/{webhook_id}"),
+    system("updateWebhook", "PATCH", "/webhooks/{webhook_id}", {"status": "paused"}),
+    system("deleteWebhook", "DELETE", "/webhooks/{webhook_id}"),
+    system("rotateWebhookSecret", "POST", "/webhooks/{webhook_id}/rotate-secret", {"overlap_seconds": 0}),
+    system("pingWebhook", "POST", "/webhooks/{webhook_id}/ping"),
+    system("listWebhookDeliveries", "GET", "/webhooks/{webhook_id}/deliveries"),
+    system("redeliverWebhook", "POST", "/webhooks/{webhook_id}/deliveries/1/redeliver"),
+    system("recoverWebhook", "POST", "/webhooks/{webhook_id}/recover", {"since": "2020-01-01T00:00:00Z"}),
+    system("listLineageDeliveries", "GET", "/lineage/sinks/file/deliveries"),
+    system("redeliverLineage", "POST", "/lineage/sinks/file/deliveries/1/redeliver"),
+    system("recoverLineage", "POST", "/lineage/sinks/file/recover", {"since": "2020-01-01T00:00:00Z"}),
 )
 
 
@@ -311,6 +346,7 @@ class World:
         self.clients: dict[str, httpx.Client] = {}
         self.read_model: dict[str, str] = {}
         self.contexts: dict[str, Ctx | Exception] = {}
+        self.webhook_id: int | None = None
 
     def close(self) -> None:
         for client in [self.admin, *self.clients.values()]:
@@ -324,6 +360,11 @@ class World:
                                               headers={"Authorization": f"Bearer {r.json()['token']}"})
         for scope, prefix in (("in", IN), ("out", OUT)):
             self.read_model[scope] = prepare(self.admin, f"{prefix}read-{self.uid}", READ_PREP)["m"]
+        # A subscription no event reaches (nothing here disables one), at a global address: the
+        # server refuses private ones.
+        r = ok(self.admin.post(f"{API}/webhooks", json={"url": "https://192.0.0.9/perm",
+                                                        "event_types": ["webhook.disabled"]}), 201)
+        self.webhook_id = r.json()["id"]
         at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         for row, role, scope in CELLS:
             key = cell_id(row, role, scope)
@@ -340,6 +381,8 @@ class World:
         if row.operation == "revokeToken":
             r = ok(self.admin.post(f"{API}/tokens", json={"name": f"victim-{role}", "role": "viewer"}), 201)
             ctx["token_id"] = r.json()["id"]
+        if "{webhook_id}" in row.path:
+            ctx["webhook_id"] = self.webhook_id
         return ctx
 
     def all_items(self, role: str, path: str, **params: str) -> list[dict[str, Any]]:
@@ -354,12 +397,25 @@ class World:
                 return items
             query["cursor"] = body["next_cursor"]
 
+    def lineage_events(self, role: str, name: str, count: int = 3, timeout: float = 20.0) -> list[Any]:
+        """The version 1 lineage events of ``name`` as the role sees them, once there are ``count``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            events = ok(self.clients[role].get(f"{API}/models/{seg(name)}/versions/1/lineage"), 200).json()["events"]
+            if len(events) >= count or time.monotonic() > deadline:
+                return events
+            time.sleep(0.05)
+
     def state(self, row: Row, ctx: Ctx) -> Any:
         """What a write would change, as the (unscoped) admin sees it: the model's audit head
-        (None before the model exists), or the system chain's head for token operations."""
-        if row.operation in ("createToken", "listTokens", "revokeToken"):
+        (None before the model exists), or the system chain's head for operations on the registry
+        as a whole (tokens, webhooks), with the subscription's record for those on one."""
+        if row.system:
             heads = ok(self.admin.get(f"{API}/audit/head"), 200).json()["items"]
-            return [(h["seq"], h["hash"]) for h in heads if h["chain"] == "system"]
+            system = [(h["seq"], h["hash"]) for h in heads if h["chain"] == "system"]
+            if "webhook_id" not in ctx:
+                return system
+            return system, ok(self.admin.get(f"{API}/webhooks/{ctx['webhook_id']}"), 200).json()
         if "m" not in ctx or row.out is None:
             return None
         r = self.admin.get(f"{API}/audit/head", params={"model": ctx["m"]})

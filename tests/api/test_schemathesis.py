@@ -1,11 +1,14 @@
 """Schemathesis over every operation of the committed OpenAPI document, against a real server.
 
 The run is authenticated as admin and works on seeded data: before the fuzzing starts, a few models
-with versions in every stage and three aliases are created through the API, and every generated path
-parameter is, three times in four, replaced by a seeded value (a model, a version of it, an alias, a
-stage), so that every operation reaches its 2xx branch as well as its refusals. ``deleteModel`` is
-steered to disposable names created just before the call, and the aliases are put back before the
-alias reads and deletes, so no operation destroys what the next one needs.
+with versions in every stage, three aliases and a few webhooks (each with a delivery) are created
+through the API, and every generated path parameter is, three times in four, replaced by a seeded
+value (a model, a version of it, an alias, a stage, a webhook and its delivery, a lineage sink), so
+that every operation reaches its 2xx branch as well as its refusals. ``deleteModel`` is steered to
+disposable names created just before the call, every ``deleteWebhook`` to a disposable webhook, and
+the aliases are put back before the alias reads and deletes, so no operation destroys what the next
+one needs. The server refuses private webhook targets, as in production: a fuzzed URL names a host
+that does not resolve or a refused address, and is refused at once (400, see ``filter_failure``).
 
 Checks: every built-in response check of schemathesis 4 (``not_a_server_error``,
 ``status_code_conformance``, ``content_type_conformance``, ``response_schema_conformance``,
@@ -23,6 +26,7 @@ the summary: operations, cases generated, failing operations.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -34,7 +38,7 @@ from hypothesis import strategies as st
 from schemathesis.generation.value import GeneratedValue
 from schemathesis.openapi.checks import RejectedPositiveData
 
-from tests.support import REPO, Server
+from tests.support import REPO, Server, server_for
 
 DOCUMENT = REPO / "openapi" / "openapi.json"
 
@@ -66,6 +70,20 @@ EXPECTED: dict[str, list[str]] = {
     "createToken": [],
     "listTokens": [],
     "revokeToken": ["404"],
+    "createWebhook": [],          # refused URLs and event types: see filter_failure
+    "listWebhooks": [],
+    "getWebhook": ["404"],
+    "updateWebhook": ["404"],
+    "deleteWebhook": ["404"],
+    "rotateWebhookSecret": ["404"],
+    "pingWebhook": ["404", "409"],          # 409: the fuzzing paused it
+    "listWebhookDeliveries": ["404"],
+    "redeliverWebhook": ["404", "409"],     # 409: being sent right now
+    "recoverWebhook": ["404"],
+    "listLineageDeliveries": [],
+    "redeliverLineage": ["404", "409"],
+    "recoverLineage": [],
+    "getVersionLineage": ["404"],
 }
 
 CONFIG = schemathesis.Config.from_dict({
@@ -88,6 +106,13 @@ ALIASES = {("st-alpha", "champion"): 2, ("st-alpha", "challenger"): 3, ("st-beta
 STAGES = ["none", "staging", "production", "archived"]
 DISPOSABLE = "st-disposable-"
 HAPPY = "st-happy"
+# Webhooks: the fuzzed ones, and two of the explicit examples' own. Private addresses are refused
+# (the default), so the URLs name a global address: 192.0.0.9 (IANA: globally reachable). The
+# fuzzed ones are pinged once so they have deliveries; the happy ones hear of nothing.
+HOOK_URL = "https://192.0.0.9/st"
+FUZZED_HOOKS = 3
+HAPPY_HOOKS = ("happy", "redeliver")
+SINKS = ["file", "http"]
 EXAMPLE_ID = "st-example-"   # X-Request-ID prefix of the explicit examples (and their log lines)
 
 
@@ -95,6 +120,24 @@ def _seed(server: Server) -> None:
     with httpx.Client(base_url=server.api, headers=server.headers, timeout=30) as c:
         def ok(r: httpx.Response) -> None:
             assert r.is_success, f"{r.request.method} {r.request.url}: {r.status_code} {r.text}"
+
+        # Webhooks first, so that their deliveries are the first ones (ids 1..FUZZED_HOOKS).
+        hooks = [c.post("/webhooks", json={"url": HOOK_URL, "event_types": ["webhook.ping"]})
+                 for _ in range(FUZZED_HOOKS)]
+        happy = {k: c.post("/webhooks", json={"url": f"{HOOK_URL}-{k}", "event_types": ["webhook.disabled"]})
+                 for k in HAPPY_HOOKS}
+        for r in [*hooks, *happy.values()]:
+            ok(r)
+        for r in hooks:
+            ok(c.post(f"/webhooks/{r.json()['id']}/ping"))   # deliveries 1..FUZZED_HOOKS, in order
+        assert [r.json()["id"] for r in hooks] == list(range(1, FUZZED_HOOKS + 1)), "not a fresh database"
+        HOOKS[server.url] = {k: r.json()["id"] for k, r in happy.items()}
+        # The redelivery example's webhook: one delivery (its ping), then paused, so that no
+        # worker ever holds it when the example asks for it again.
+        redeliver = HOOKS[server.url]["redeliver"]
+        ok(c.post(f"/webhooks/{redeliver}/ping"))
+        _first_delivery(c, f"/webhooks/{redeliver}/deliveries")
+        ok(c.patch(f"/webhooks/{redeliver}", json={"status": "paused"}))
 
         for name, versions in {**MODELS, HAPPY: 2}.items():
             ok(c.post("/models", json={"name": name, "description": "seeded", "tags": {"team": "st"}}))
@@ -120,6 +163,23 @@ def _seed(server: Server) -> None:
             ok(c.put(f"/models/{name}/aliases/{alias}", json={"version": version}))
 
 
+HOOKS: dict[str, dict[str, int]] = {}   # server url -> {"happy": id, "redeliver": id}
+
+
+def _first_delivery(c: httpx.Client, path: str, timeout: float = 30.0) -> int:
+    """The id of the oldest delivery listed at ``path``, once one exists that no worker holds
+    (the relay makes them asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = c.get(path, params={"limit": 1000})
+        assert r.status_code == 200, r.text
+        idle = [d for d in r.json()["items"] if not d["in_flight"]]
+        if idle:
+            return idle[-1]["id"]
+        assert time.monotonic() < deadline, f"no idle delivery at {path}: {r.text}"
+        time.sleep(0.05)
+
+
 def _versions_of(name: str) -> st.SearchStrategy[int]:
     return st.integers(min_value=1, max_value=max(MODELS[name], 1))
 
@@ -131,6 +191,19 @@ _seeded_alias = st.sampled_from(sorted(ALIASES))
 
 def _steered(operation_id: str, params: set[str]) -> st.SearchStrategy[dict[str, Any]] | None:
     """Path parameters drawn from the seeded world for one operation."""
+    if "webhook_id" in params:
+        # The seeded ids are 1..FUZZED_HOOKS (each server has its own database).
+        hook = st.integers(min_value=1, max_value=FUZZED_HOOKS)
+        if "delivery_id" in params:
+            return st.tuples(hook, st.integers(min_value=1, max_value=FUZZED_HOOKS)).map(
+                lambda hd: {"webhook_id": hd[0], "delivery_id": hd[1]})
+        return hook.map(lambda h: {"webhook_id": h})
+    if "sink" in params:
+        sink = st.sampled_from(SINKS)
+        if "delivery_id" in params:
+            return st.tuples(sink, st.integers(min_value=1, max_value=100)).map(
+                lambda sd: {"sink": sd[0], "delivery_id": sd[1]})
+        return sink.map(lambda s: {"sink": s})
     if operation_id == "deleteModel":
         return st.integers(min_value=0, max_value=10_000).map(lambda i: {"name": f"{DISPOSABLE}{i}"})
     if "alias" in params:
@@ -247,6 +320,23 @@ HAPPY_PATHS: dict[str, dict[str, Any]] = {
     "createToken": {"body": {"name": "happy-token", "role": "viewer", "models": [f"{HAPPY}*"]}},
     "listTokens": {"query": {"limit": 5}},
     "revokeToken": {"path_parameters": {"token_id": 2}},
+    # Webhook ids and delivery ids are put in by ``_prepare`` (they are the server's).
+    "createWebhook": {"body": {"url": f"{HOOK_URL}-created", "event_types": ["webhook.disabled"],
+                               "models": [f"{HAPPY}*"], "description": "happy"}},
+    "listWebhooks": {"query": {"limit": 5}},
+    "getWebhook": {"path_parameters": {"webhook_id": 1}},
+    "updateWebhook": {"path_parameters": {"webhook_id": 1},
+                      "body": {"description": "patched", "models": None, "status": "active"}},
+    "deleteWebhook": {"path_parameters": {"webhook_id": 1}},
+    "rotateWebhookSecret": {"path_parameters": {"webhook_id": 1}, "body": {"overlap_seconds": 60}},
+    "pingWebhook": {"path_parameters": {"webhook_id": 1}},
+    "listWebhookDeliveries": {"path_parameters": {"webhook_id": 1}, "query": {"state": "pending", "limit": 5}},
+    "redeliverWebhook": {"path_parameters": {"webhook_id": 1, "delivery_id": 1}},
+    "recoverWebhook": {"path_parameters": {"webhook_id": 1}, "body": {"since": "2020-01-01T00:00:00Z"}},
+    "listLineageDeliveries": {"path_parameters": {"sink": "file"}, "query": {"limit": 5}},
+    "redeliverLineage": {"path_parameters": {"sink": "file", "delivery_id": 1}},
+    "recoverLineage": {"path_parameters": {"sink": "file"}, "body": {"since": "2020-01-01T00:00:00Z"}},
+    "getVersionLineage": {"path_parameters": {"name": HAPPY, "version": 1}},
 }
 
 
@@ -261,20 +351,37 @@ def before_add_examples(context: schemathesis.HookContext, examples: list[schema
 @schema.hook
 def filter_failure(context: schemathesis.HookContext, failure: Any, case: schemathesis.Case,
                    response: schemathesis.Response) -> bool:
-    """Keep every failure but one: a cursor this service never issued is refused with 400.
+    """Keep every failure but two, both 400s for what no schema can tell:
 
-    Cursors are opaque, so no schema can tell a forged one from a real one; the 400 is the correct
-    answer and only that answer, for that reason, is let through (any other 400 still fails).
+    - a cursor this service never issued: cursors are opaque, so no schema can tell a forged one
+      from a real one;
+    - a webhook URL the service will not send to (its host does not resolve, or resolves to a
+      refused address) or event type globs that match no event type: that depends on DNS and on
+      the set of event types, not on the form.
+
+    Only the service's own answer for those reasons is let through: a 400 from the schema
+    validation (with ``errors``), or with any other detail, still fails.
     """
     if isinstance(failure, RejectedPositiveData) and response.status_code == 400:
-        cursor = (case.query or {}).get("cursor")
         try:
             problem = response.json()
         except ValueError:
             return True
-        return not (cursor is not None and problem.get("code") == "validation_error"
-                    and "cursor" in str(problem.get("detail", "")))
+        if problem.get("code") != "validation_error":
+            return True
+        detail = str(problem.get("detail", ""))
+        if (case.query or {}).get("cursor") is not None and "cursor" in detail:
+            return False
+        op = case.operation.definition.raw.get("operationId")
+        refused = "errors" not in problem and any(marker in detail for marker in WEBHOOK_REFUSALS)
+        return not (op in {"createWebhook", "updateWebhook"} and refused)
     return True
+
+
+# The service's words when it refuses a well-formed webhook URL or event type (registry/adapters/
+# webhooks.py, registry/services/webhooks.py).
+WEBHOOK_REFUSALS = ("the URL ", "plain http ", " does not resolve", " resolves to ",
+                    " is a cloud metadata address", " is not a valid host name", " matches no event type")
 
 
 # backend -> operationId -> Counter(status), for the requests made with the operation's own method
@@ -304,6 +411,17 @@ class AdminToken:
 
 
 @pytest.fixture(scope="module")
+def server(server_backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The suite's server, plus a lineage file sink (so lineage deliveries exist) and a short
+    webhook timeout (a fuzzed URL that resolves to a silent public address costs 2 s of one
+    worker slot, never a request)."""
+    data = tmp_path_factory.mktemp(f"fuzz-{server_backend}")
+    env = {"REGISTRY_LINEAGE_FILE": str(data / "lineage.jsonl"), "REGISTRY_WEBHOOK_TIMEOUT": "2"}
+    with server_for(server_backend, data, extra_env=env) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
 def seeded(server: Server) -> Iterator[Server]:
     _seed(server)
     with httpx.Client(base_url=server.api, headers=server.headers, timeout=30) as client:
@@ -319,13 +437,19 @@ def _prepare(case: schemathesis.Case, server: Server) -> None:
     path = case.path_parameters or {}
     name, alias = str(path.get("name", "")), path.get("alias")
     c = _CLIENTS[server.url]
-    token_id = str(path.get("token_id", ""))
+    token_id, webhook_id = str(path.get("token_id", "")), str(path.get("webhook_id", ""))
+    hooks = HOOKS[server.url]
     if op == "revokeToken" and token_id.isdigit() and int(token_id) >= 1:
         # Never the run's own admin token: every schema-valid id becomes a disposable token's.
         created = c.post("/tokens", json={"name": "disposable", "role": "viewer"})
         assert created.status_code == 201, created.text
         created = created.json()
         case.path_parameters["token_id"] = created["id"]
+    elif op == "deleteWebhook" and webhook_id.isdigit() and int(webhook_id) >= 1:
+        # Never a seeded webhook: every schema-valid id becomes a disposable webhook's.
+        created = c.post("/webhooks", json={"url": f"{HOOK_URL}-doomed", "event_types": ["webhook.disabled"]})
+        assert created.status_code == 201, created.text
+        case.path_parameters["webhook_id"] = created.json()["id"]
     elif op == "deleteModel" and (name.startswith(DISPOSABLE) or name == f"{HAPPY}-doomed"):
         c.post("/models", json={"name": name})
     elif op in {"getAlias", "deleteAlias"} and (name, alias) in ALIASES:
@@ -336,6 +460,17 @@ def _prepare(case: schemathesis.Case, server: Server) -> None:
         c.delete(f"/models/{HAPPY}-created")
     elif op in {"getAlias", "deleteAlias"}:
         c.put(f"/models/{HAPPY}/aliases/{alias}", json={"version": 1})
+    elif op in {"getWebhook", "updateWebhook", "rotateWebhookSecret", "pingWebhook",
+                "listWebhookDeliveries", "recoverWebhook"}:
+        case.path_parameters["webhook_id"] = hooks["happy"]
+        if op == "pingWebhook":   # the fuzzing may have paused it
+            c.patch(f"/webhooks/{hooks['happy']}", json={"status": "active"})
+    elif op == "redeliverWebhook":
+        hook = hooks["redeliver"]
+        c.patch(f"/webhooks/{hook}", json={"status": "paused"})
+        case.path_parameters.update(webhook_id=hook, delivery_id=_first_delivery(c, f"/webhooks/{hook}/deliveries"))
+    elif op == "redeliverLineage":
+        case.path_parameters["delivery_id"] = _first_delivery(c, "/lineage/sinks/file/deliveries")
     elif op == "transitionModelVersion":   # v1 back to staging, whatever a previous run left
         stage = c.get(f"/models/{HAPPY}/versions/1").json()["stage"]
         for target in {"production": ["archived", "staging"], "archived": ["staging"],

@@ -68,8 +68,10 @@ class WebhookController(Controller):
     @patch("/{webhook_id:int}", operation_id="updateWebhook", responses=problem_responses(400, 403, 404))
     async def update_webhook(self, request: Request[Any, Any, Any], webhook_id: WebhookId,
                              data: JSONBody[UpdateWebhookRequest]) -> WebhookResponse:
-        """Change the URL, filters or description; `status: paused` stops deliveries (events
-        meanwhile are not queued for it), `status: active` resumes or re-enables."""
+        """Change the URL, filters or description; `status: paused` stops deliveries (events the
+        relay takes up while it is paused, usually within a second of their commit, are not
+        queued for it), `status: active` resumes or re-enables. Filters, too, apply to events
+        the relay takes up after the change."""
         cmd = UpdateWebhook(given(data.url), given(data.event_types), given(data.models),
                             given(data.description), given(data.status))
         return WebhookResponse.of(await webhooks.update_webhook(webhook_id, cmd, _tools(request),
