@@ -19,4 +19,8 @@ def app_from_env() -> RequestIdMiddleware:
     if not settings.run_workers:
         return asgi_app(container)
     workers = Workers(container)
-    return asgi_app(container, on_startup=[workers.start], on_shutdown=[workers.stop])
+
+    async def stop_workers() -> None:  # Litestar passes the app to a hook that takes arguments
+        await workers.stop()
+
+    return asgi_app(container, on_startup=[workers.start], on_shutdown=[stop_workers])

@@ -18,6 +18,7 @@ import secrets
 import socket
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -35,6 +36,10 @@ BLOCKED_NAMES = frozenset({"metadata.google.internal", "metadata", "instance-dat
                            "metadata.azure.internal"})
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Lookups run in their own threads: a receiver whose DNS never answers keeps a thread until the
+# resolver gives up (past the attempt's timeout), and must not starve other receivers' lookups
+# or the loop's default executor (file sink, to_thread). More threads than deliveries in flight.
+_RESOLVER = ThreadPoolExecutor(max_workers=128, thread_name_prefix="webhook-dns")
 
 
 class UnsafeUrlError(ValidationError):
@@ -59,6 +64,7 @@ def sign(secrets_: list[str], msg_id: str, timestamp: int, body: bytes) -> str:
 METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"),
                                 ipaddress.ip_address("fd00:ec2::254")})
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215; Python < 3.11.10 calls it global
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
@@ -81,6 +87,8 @@ def address_allowed(ip: IPAddress, allow_private: bool) -> bool:
     ip = _embedded_ipv4(ip)
     if ip.is_multicast or ip.is_unspecified or ip in METADATA_ADDRESSES:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip in NAT64_LOCAL:
+        return allow_private
     return allow_private or ip.is_global
 
 
@@ -125,7 +133,8 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
         pass
     loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = await loop.run_in_executor(_RESOLVER, socket.getaddrinfo, host, port, 0,
+                                           socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise UnsafeUrlError(f"{host} does not resolve: {exc.strerror}") from None
     except UnicodeError:  # the IDNA codec refuses the name (empty or over-long label)
@@ -174,15 +183,22 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     def __init__(self, guard: UrlGuard, *, max_hosts: int = 256) -> None:
         self._guard = guard
         self._pools: OrderedDict[str, httpx.AsyncHTTPTransport] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
         self._max_hosts = max_hosts
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         target, addresses = await self._guard.addresses(str(request.url))
-        ip = addresses[0]
-        request.url = request.url.copy_with(host=str(ip))
         # The Host header was set from the original URL; TLS names the original host.
         request.extensions = {**request.extensions, "sni_hostname": target.host}
-        return await self._pool(target).handle_async_request(request)
+        original = request.url
+        for i, ip in enumerate(addresses):  # every one vetted; the next when one cannot connect
+            request.url = original.copy_with(host=str(ip))
+            try:
+                return await self._pool(target).handle_async_request(request)
+            except httpx.ConnectError:
+                if i == len(addresses) - 1:
+                    raise
+        raise AssertionError("resolve() returns at least one address")
 
     def _pool(self, target: Target) -> httpx.AsyncHTTPTransport:
         key = f"{target.scheme}://{target.host}:{target.port}"
@@ -192,7 +208,9 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             self._pools[key] = pool
             while len(self._pools) > self._max_hosts:
                 _, old = self._pools.popitem(last=False)
-                asyncio.get_running_loop().create_task(old.aclose())
+                task = asyncio.get_running_loop().create_task(old.aclose())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
         else:
             self._pools.move_to_end(key)
         return pool

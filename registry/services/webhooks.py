@@ -262,7 +262,9 @@ async def disable_webhook(sub_id: int, reason: str, uow: UnitOfWork) -> bool:
         after = {**_describe(sub), "status": "disabled"}
         uow.record_system(SystemChange(
             action=WEBHOOK_DISABLED, before=_describe(sub), after=after,
-            event={"webhook": sub_id, "url": sub.url, "reason": reason}))
+            # Other subscribers receive this event: never another receiver's URL (it often
+            # carries that receiver's credential, as Slack/Teams URLs do).
+            event={"webhook": sub_id, "reason": reason}))
         await uow.commit()
     return True
 

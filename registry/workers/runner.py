@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("registry.workers")
 PRUNE_EVERY = 3600.0
+LISTEN_CHECK = 15.0
 
 
 class Workers:
@@ -80,13 +82,17 @@ class Workers:
         """Run ``body`` for ever; an error is logged and retried with a growing pause."""
         pause = 0.5
         while True:
+            started = time.monotonic()
             try:
                 await body()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a worker must outlive a database restart
-                log.warning("worker_error", loop=name, error=f"{type(exc).__name__}: {exc}")
+                if time.monotonic() - started > 60:
+                    pause = 0.5  # it had been running fine: start the backoff again
+                log.warning("worker_error", loop=name, error=f"{type(exc).__name__}: {exc}",
+                            retry_in=pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 30.0)
 
@@ -133,8 +139,12 @@ class Workers:
     async def _listen(self) -> None:
         from registry.adapters.db.outbox import listen
 
-        async with listen(self.settings.database_url, self.wake):
-            await asyncio.Event().wait()
+        async with listen(self.settings.database_url, self.wake) as conn:
+            self.wake()  # events committed while nobody listened
+            while True:
+                await asyncio.sleep(LISTEN_CHECK)
+                # A dead connection raises here; the loop reconnects (with backoff).
+                await asyncio.wait_for(conn.execute("SELECT 1"), LISTEN_CHECK)
 
     async def _deliver(self, job: Job) -> None:
         try:

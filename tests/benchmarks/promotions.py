@@ -102,16 +102,19 @@ def main() -> None:
     p.add_argument("--models", type=int, default=50)
     p.add_argument("--versions", type=int, default=40, help="staging versions per model to promote")
     p.add_argument("--seconds", type=int, default=15, help="wrk duration of each phase")
+    p.add_argument("--run-workers", choices=["true", "false"], default="true",
+                   help="REGISTRY_RUN_WORKERS: relay and dispatcher inside each server process")
     args = p.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     print(f"commit={commit} backend={args.backend} server=uvicorn workers={args.workers} "
           f"load=wrk connections={args.concurrency} models={args.models} "
-          f"versions/model={args.versions} cpus={os.cpu_count()}")
+          f"versions/model={args.versions} run_workers={args.run_workers} cpus={os.cpu_count()}")
     with tempfile.TemporaryDirectory() as tmp:
         url = sqlite_url(Path(tmp)) if args.backend == "sqlite" else asyncio.run(create_pg_database())
         try:
-            with run_server(url, Path(tmp), workers=args.workers) as server:
+            with run_server(url, Path(tmp), workers=args.workers,
+                            extra_env={"REGISTRY_RUN_WORKERS": args.run_workers}) as server:
                 asyncio.run(bench(server, args))
         finally:
             if args.backend == "postgresql":

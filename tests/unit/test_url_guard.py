@@ -384,6 +384,23 @@ async def test_the_transport_checks_every_request_not_only_the_first(server: Loo
     assert [r.body for r in server.state.requests] == [b"1"]
 
 
+async def test_the_transport_tries_the_next_vetted_address_when_one_cannot_connect(
+        server: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name with two addresses, the first refusing connections (nothing listens on
+    127.0.0.2 at the server's port): the request goes to the second, still by name."""
+    if ":" in server.server_address[0]:
+        pytest.fail("this machine resolves localhost to IPv6 first; the test needs IPv4 loopback")
+
+    async def two_addresses(host: str, port: int) -> list[ipaddress.IPv4Address]:
+        return [ipaddress.IPv4Address("127.0.0.2"), ipaddress.IPv4Address(server.server_address[0])]
+
+    monkeypatch.setattr("registry.adapters.webhooks.resolve", two_addresses)
+    async with httpx.AsyncClient(transport=GuardedTransport(UrlGuard(allow_private=True))) as client:
+        response = await client.post(server.url("/x", host="hooks.internal"), content=b"1")
+    assert response.status_code == 200
+    assert server.state.requests == [Seen("POST", "/x", f"hooks.internal:{server.port}", b"1")]
+
+
 # -- HttpPoster -------------------------------------------------------------------------------------
 
 

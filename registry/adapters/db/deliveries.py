@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.adapters.db.tables import (
@@ -72,6 +72,9 @@ class DeliveryQueries:
 
     async def delete_subscription(self, sub_id: int) -> None:
         ids = select(deliveries_t.c.id).where(deliveries_t.c.subscription_id == sub_id)
+        # Wait for a worker's finish in progress first: it would otherwise add an attempt after
+        # the attempts are deleted (a foreign key violation, a spurious 409).
+        await self.conn.execute(ids.with_for_update())
         await self.conn.execute(delete(attempts_t).where(attempts_t.c.delivery_id.in_(ids)))
         await self.conn.execute(delete(deliveries_t).where(deliveries_t.c.subscription_id == sub_id))
         await self.conn.execute(delete(subscriptions_t).where(subscriptions_t.c.id == sub_id))
@@ -114,7 +117,9 @@ class DeliveryQueries:
                                  failed_since: datetime | None = None) -> int:
         stmt = update(deliveries_t).where(deliveries_t.c.target == target)
         if delivery_id is not None:
-            stmt = stmt.where(deliveries_t.c.id == delivery_id)
+            # Never clear the lease of an attempt a worker claimed since the caller looked.
+            stmt = stmt.where(deliveries_t.c.id == delivery_id,
+                              or_(deliveries_t.c.lease_until.is_(None), deliveries_t.c.lease_until < now))
         if failed_since is not None:
             stmt = stmt.where(deliveries_t.c.state == "failed", deliveries_t.c.created_at >= failed_since)
         result = await self.conn.execute(stmt.values(

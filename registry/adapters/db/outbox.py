@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import and_, delete, exists, func, insert, not_, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -34,6 +35,8 @@ from registry.adapters.db.unit_of_work import OUTBOX_CHANNEL, SqlUnitOfWorkFacto
 from registry.adapters.lineage import LineageBuilder, is_lineage_event
 from registry.services.audit import rfc3339
 from registry.services.webhooks import matches, target_of
+
+log = structlog.get_logger("registry.outbox")
 
 
 def utcnow() -> datetime:
@@ -112,9 +115,10 @@ class OutboxStore:
                 targets = [s for s in subs if (s.id == row.target if row.target is not None
                                                 else matches(s, row.type, row.model))]
                 for sub in targets:
-                    deliveries.append(self._delivery(row, target_of(sub.id), sub.id, now, due))
+                    deliveries.append(self._delivery(row, target_of(sub.id), sub.id, now, due,
+                                                     ordered=row.target is None))
                 if self._lineage is not None and row.model is not None and is_lineage_event(event):
-                    payload = self._lineage.build(event)
+                    payload = self._build_lineage(event)
                     if payload is not None:
                         lineage_rows.append({"event_id": row.event_id, "chain": row.chain,
                                              "model": row.model, "version": row.version,
@@ -128,11 +132,21 @@ class OutboxStore:
                                .values(relayed_at=now))
         return len(rows)
 
+    def _build_lineage(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """One event that cannot be built must not stop the relay for every other one."""
+        assert self._lineage is not None
+        try:
+            return self._lineage.build(event)
+        except Exception:
+            log.exception("lineage_build_failed", event_id=event["id"], event_type=event["type"])
+            return None
+
     @staticmethod
-    def _delivery(row: Any, target: str, sub_id: int | None, now: datetime,
-                  due: datetime) -> dict[str, Any]:
+    def _delivery(row: Any, target: str, sub_id: int | None, now: datetime, due: datetime,
+                  ordered: bool = True) -> dict[str, Any]:
+        """A ping (addressed to one subscription) is unordered: nothing holds it back."""
         return {"outbox_id": row.id, "target": target, "subscription_id": sub_id,
-                "chain": row.chain, "sequence": row.sequence, "ordered": True, "state": "pending",
+                "chain": row.chain, "sequence": row.sequence, "ordered": ordered, "state": "pending",
                 "attempts": 0, "round_attempts": 0, "next_attempt_at": due, "created_at": now}
 
     async def claim(self, limit: int, lease: float, hold: float) -> list[Job]:
@@ -149,11 +163,14 @@ class OutboxStore:
             unrelayed = exists().where(outbox_t.c.chain == d.c.chain,
                                        outbox_t.c.sequence < d.c.sequence,
                                        outbox_t.c.relayed_at.is_(None))
-            active = select(subscriptions_t.c.id).where(subscriptions_t.c.status == "active")
+            # NOT EXISTS rather than "IS NULL OR IN (...)": SQLite turns that OR into a scan of
+            # every delivery through ix_deliveries_subscription_id instead of ix_deliveries_due.
+            inactive = exists().where(subscriptions_t.c.id == d.c.subscription_id,
+                                      subscriptions_t.c.status != "active")
             stmt = (select(d.c.id).where(
                 d.c.state == "pending", d.c.next_attempt_at <= now,
                 or_(d.c.lease_until.is_(None), d.c.lease_until < now),
-                or_(d.c.subscription_id.is_(None), d.c.subscription_id.in_(active)),
+                not_(inactive),
                 or_(not_(d.c.ordered), and_(not_(earlier), not_(unrelayed))))
                 .order_by(d.c.next_attempt_at, d.c.id).limit(limit)
                 .with_for_update(skip_locked=True, of=d))
@@ -263,15 +280,16 @@ class OutboxStore:
 
 
 @contextlib.asynccontextmanager
-async def listen(database_url: str, on_notify: Callable[[], None]) -> AsyncIterator[None]:
+async def listen(database_url: str, on_notify: Callable[[], None]) -> AsyncIterator[Any]:
     """On PostgreSQL, call ``on_notify`` whenever a commit wrote outbox events (any process)."""
     import asyncpg
 
     url = make_url(database_url).set(drivername="postgresql")
-    conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+    conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username,
+                                 password=url.password, database=url.database)
     try:
         await conn.add_listener(OUTBOX_CHANNEL, lambda *_: on_notify())
-        yield
+        yield conn
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(conn.close(), 5)

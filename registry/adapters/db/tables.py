@@ -196,6 +196,8 @@ class OutboxRow(SQLModel, table=True):
         UniqueConstraint("chain", "sequence", name="uq_outbox_events_chain_sequence"),
         Index("ix_outbox_events_unrelayed", "id", postgresql_where=text("relayed_at IS NULL"),
               sqlite_where=text("relayed_at IS NULL")),
+        Index("ix_outbox_events_unrelayed_chain", "chain", "sequence",
+              postgresql_where=text("relayed_at IS NULL"), sqlite_where=text("relayed_at IS NULL")),
         AUTOINCREMENT,
     )
 
@@ -283,6 +285,7 @@ class DeliveryRow(SQLModel, table=True):
         Index("ix_deliveries_order", "target", "chain", "sequence",
               postgresql_where=text("state = 'pending'"), sqlite_where=text("state = 'pending'")),
         Index("ix_deliveries_subscription_id", "subscription_id", "id"),
+        Index("ix_deliveries_target", "target", "id"),
         Index("ix_deliveries_finished", "finished_at"),
         AUTOINCREMENT,
     )

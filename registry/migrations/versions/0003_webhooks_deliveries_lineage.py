@@ -83,6 +83,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_deliveries_finished', ['finished_at'], unique=False)
         batch_op.create_index('ix_deliveries_order', ['target', 'chain', 'sequence'], unique=False, postgresql_where=sa.text("state = 'pending'"), sqlite_where=sa.text("state = 'pending'"))
         batch_op.create_index('ix_deliveries_subscription_id', ['subscription_id', 'id'], unique=False)
+        batch_op.create_index('ix_deliveries_target', ['target', 'id'], unique=False)
 
     op.create_table('delivery_attempts',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -100,12 +101,15 @@ def upgrade() -> None:
     with op.batch_alter_table('delivery_attempts', schema=None) as batch_op:
         batch_op.create_index('ix_delivery_attempts_delivery_id', ['delivery_id', 'number'], unique=False)
 
-    with op.batch_alter_table('outbox_events', schema=None) as batch_op:
+    # SQLite recreates the table for alter_column: keep AUTOINCREMENT (tables.AUTOINCREMENT).
+    with op.batch_alter_table('outbox_events', schema=None,
+                              table_kwargs={'sqlite_autoincrement': True}) as batch_op:
         batch_op.add_column(sa.Column('target', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True))
         batch_op.alter_column('model',
                existing_type=sa.VARCHAR(length=256),
                nullable=True)
         batch_op.create_index('ix_outbox_events_unrelayed', ['id'], unique=False, postgresql_where=sa.text('relayed_at IS NULL'), sqlite_where=sa.text('relayed_at IS NULL'))
+        batch_op.create_index('ix_outbox_events_unrelayed_chain', ['chain', 'sequence'], unique=False, postgresql_where=sa.text('relayed_at IS NULL'), sqlite_where=sa.text('relayed_at IS NULL'))
     # Events from before this revision had nobody to go to: the relay starts after them.
     op.execute(sa.text("UPDATE outbox_events SET relayed_at = CURRENT_TIMESTAMP WHERE relayed_at IS NULL"))
 
@@ -117,6 +121,7 @@ def downgrade() -> None:
     op.drop_table('delivery_attempts')
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.drop_index('ix_deliveries_subscription_id')
+        batch_op.drop_index('ix_deliveries_target')
         batch_op.drop_index('ix_deliveries_order', postgresql_where=sa.text("state = 'pending'"), sqlite_where=sa.text("state = 'pending'"))
         batch_op.drop_index('ix_deliveries_finished')
         batch_op.drop_index('ix_deliveries_due', postgresql_where=sa.text("state = 'pending'"), sqlite_where=sa.text("state = 'pending'"))
@@ -128,7 +133,9 @@ def downgrade() -> None:
 
     op.drop_table('lineage_events')
     op.execute(sa.text("DELETE FROM outbox_events WHERE model IS NULL"))
-    with op.batch_alter_table('outbox_events', schema=None) as batch_op:
+    with op.batch_alter_table('outbox_events', schema=None,
+                              table_kwargs={'sqlite_autoincrement': True}) as batch_op:
+        batch_op.drop_index('ix_outbox_events_unrelayed_chain', postgresql_where=sa.text('relayed_at IS NULL'), sqlite_where=sa.text('relayed_at IS NULL'))
         batch_op.drop_index('ix_outbox_events_unrelayed', postgresql_where=sa.text('relayed_at IS NULL'), sqlite_where=sa.text('relayed_at IS NULL'))
         batch_op.alter_column('model',
                existing_type=sa.VARCHAR(length=256),
