@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("registry.workers")
 PRUNE_EVERY = 3600.0
 LISTEN_CHECK = 15.0
+RELAY_COALESCE = 0.005
 
 
 class Workers:
@@ -104,11 +105,15 @@ class Workers:
     async def _relay(self) -> None:
         while True:
             self._relay_wake.clear()
-            relayed = await self.c.outbox.relay()
-            if relayed:
+            relayed, deliveries = await self.c.outbox.relay()
+            if deliveries:
                 self._dispatch_wake.set()
+            if relayed:
                 continue
             await self._wait(self._relay_wake, self.settings.poll_interval)
+            # Under load, commits arrive every few milliseconds: one relay transaction for a
+            # few of them costs the writers far less than one each.
+            await asyncio.sleep(RELAY_COALESCE)
 
     async def _dispatch(self) -> None:
         hooks = self.settings.webhooks

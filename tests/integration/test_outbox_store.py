@@ -162,7 +162,7 @@ async def test_relay_makes_one_delivery_per_matching_active_subscription(contain
         await move(container, name, 1, "staging")
     await webhooks.ping_webhook(moves, container.uow(ALICE))  # a ping outside its own filter
 
-    relayed = await store.relay()
+    relayed, _ = await store.relay()
 
     names = {everything: "everything", moves: "moves", fraud_versions: "fraud_versions",
              paused: "paused", disabled: "disabled"}
@@ -196,7 +196,7 @@ async def test_relay_makes_one_delivery_per_matching_active_subscription(contain
 
     # Nothing is relayed twice, even with more subscriptions now.
     await subscribe(container)
-    assert await store.relay() == 0
+    assert await store.relay() == (0, 0)
     assert len(await deliveries(container)) == 12
     assert await count(container, lineage_t) == 4  # two registrations, two stage changes
 
@@ -645,7 +645,7 @@ async def test_concurrent_relays_relay_each_event_once(container: Container) -> 
 
         async def drain(store: OutboxStore) -> int:
             relayed = 0
-            while n := await store.relay(limit=3):
+            while n := (await store.relay(limit=3))[0]:
                 relayed += n
                 await asyncio.sleep(0)
             return relayed
@@ -677,9 +677,9 @@ async def test_a_later_event_is_not_sent_while_an_earlier_one_is_still_being_rel
     async with container.engine.connect() as slow_relay:
         await slow_relay.execute(select(outbox_t.c.id).where(outbox_t.c.id == first["id"])
                                  .with_for_update())
-        assert await store.relay() == 1  # seq 2 only: seq 1 is locked
+        assert (await store.relay())[0] == 1  # seq 2 only: seq 1 is locked
         premature = await claim(store)
         await slow_relay.rollback()
     assert keys(premature) == set(), f"sent {keys(premature)} before seq 1 was even relayed"
-    assert await store.relay() == 1
+    assert (await store.relay())[0] == 1
     assert keys(await claim(store)) == {(f"webhook:{sub}", name, 1)}

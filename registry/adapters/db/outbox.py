@@ -95,14 +95,15 @@ class OutboxStore:
         async with self._uow.writer_lock(), self._engine.begin() as conn:
             yield conn
 
-    async def relay(self, limit: int = 200) -> int:
-        """Turn up to ``limit`` unrelayed events into deliveries; returns how many were relayed."""
+    async def relay(self, limit: int = 200) -> tuple[int, int]:
+        """Turn up to ``limit`` unrelayed events into deliveries; returns how many events were
+        relayed and how many deliveries they made."""
         async with self._transaction() as conn:
             stmt = (select(*_EVENT_COLS).where(outbox_t.c.relayed_at.is_(None))
                     .order_by(outbox_t.c.id).limit(limit).with_for_update(skip_locked=True))
             rows = list(await conn.execute(stmt))
             if not rows:
-                return 0
+                return 0, 0
             now = self._clock()
             due = now + self._first_delay
             subs = list(await conn.execute(
@@ -130,7 +131,7 @@ class OutboxStore:
                 await conn.execute(insert(deliveries_t), deliveries)
             await conn.execute(update(outbox_t).where(outbox_t.c.id.in_([r.id for r in rows]))
                                .values(relayed_at=now))
-        return len(rows)
+        return len(rows), len(deliveries)
 
     def _build_lineage(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """One event that cannot be built must not stop the relay for every other one."""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, text, update
+from sqlalchemy import insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -30,7 +30,6 @@ from registry.services.ports import Actor
 
 Clock = Callable[[], datetime]
 OUTBOX_CHANNEL = "registry_outbox"
-_NOTIFY = text(f"NOTIFY {OUTBOX_CHANNEL}")
 
 
 def utcnow() -> datetime:
@@ -149,10 +148,9 @@ class SqlUnitOfWork:
         if audit_rows:
             await self._conn.execute(insert(audit_t), audit_rows)
         if event_rows:
+            # On PostgreSQL a statement trigger (migration 0003) notifies OUTBOX_CHANNEL, which
+            # wakes every worker's relay when (and only if) this commits.
             await self._conn.execute(insert(outbox_t), event_rows)
-            if self._conn.dialect.name == "postgresql":
-                # Wakes the relay of every worker process when (and only if) this commits.
-                await self._conn.execute(_NOTIFY)
         for head in heads:
             await self._conn.execute(update(chains_t).where(chains_t.c.id == head.chain).values(
                 audit_seq=head.audit_seq, audit_hash=head.audit_hash, event_seq=head.event_seq))
