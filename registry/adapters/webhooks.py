@@ -14,7 +14,6 @@ import base64
 import hashlib
 import hmac
 import ipaddress
-import secrets
 import socket
 import time
 from collections import OrderedDict
@@ -28,8 +27,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from registry.domain.errors import ValidationError
+from registry.services.webhooks import SECRET_PREFIX
 
-SECRET_PREFIX = "whsec_"
 BODY_CAP = 4096
 MAX_RETRY_AFTER = 86400.0
 BLOCKED_NAMES = frozenset({"metadata.google.internal", "metadata", "instance-data",
@@ -44,10 +43,6 @@ _RESOLVER = ThreadPoolExecutor(max_workers=128, thread_name_prefix="webhook-dns"
 
 class UnsafeUrlError(ValidationError):
     """The URL may not be a webhook target (scheme, form, or an address that is not allowed)."""
-
-
-def new_secret() -> str:
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def sign(secrets_: list[str], msg_id: str, timestamp: int, body: bytes) -> str:

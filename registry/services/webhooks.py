@@ -22,7 +22,7 @@ from registry.domain.events import WEBHOOK_DISABLED, WEBHOOK_PING, SystemChange
 from registry.domain.permissions import validate_patterns, visible
 from registry.services.audit import SYSTEM_CHAIN, rfc3339
 from registry.services.commands import MISSING
-from registry.services.pagination import check_limit, decode_cursor, encode_cursor
+from registry.services.pagination import check_limit, decode_cursor, page
 from registry.services.ports import DeliveryRecord, Page, SubscriptionRecord, UnitOfWork
 from registry.services.tokens import check_token_admin
 
@@ -151,8 +151,7 @@ async def list_webhooks(cursor: str | None, limit: int | None, uow: UnitOfWork) 
     after = decode_cursor(cursor, int) or 0
     async with uow:
         rows = await uow.repo.list_subscriptions(after, limit + 1)
-    items = rows[:limit]
-    return Page(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
+    return Page(*page(rows, limit, lambda s: s.id))
 
 
 async def get_webhook(sub_id: int, uow: UnitOfWork) -> SubscriptionRecord:
@@ -285,8 +284,7 @@ async def list_deliveries(target: str, state: str | None, cursor: str | None, li
         if sub_id is not None:
             await _require(uow, sub_id)
         rows = await uow.repo.list_deliveries(target, state, before, limit + 1)
-    items = rows[:limit]
-    return Page(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
+    return Page(*page(rows, limit, lambda d: d.id))
 
 
 async def redeliver(target: str, delivery_id: int, uow: UnitOfWork, *,
