@@ -83,6 +83,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """The relay, dispatcher and pruner without the HTTP API, until SIGINT or SIGTERM."""
     import signal
 
+    from registry.bootstrap import WorkersAlreadyRunning
     from registry.log import configure
     from registry.workers.runner import Workers
 
@@ -97,14 +98,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         workers = Workers(container)
-        await workers.start()
+        try:
+            await workers.start()
+        except WorkersAlreadyRunning as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"Worker {workers.name} running ({'SQLite' if settings.is_sqlite else 'PostgreSQL'})",
               flush=True)
         await stop.wait()
         await workers.stop()
+        return 0
 
-    asyncio.run(_with_container(settings, run))
-    return 0
+    return asyncio.run(_with_container(settings, run))
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

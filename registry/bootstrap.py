@@ -65,6 +65,45 @@ class Senders:
         self._webhooks = self._lineage = None
 
 
+class WorkersAlreadyRunning(RuntimeError):
+    """Another process already runs the workers on this SQLite database."""
+
+
+class WorkerLock:
+    """An advisory lock (flock) on ``<database>.workers.lock``, held while workers run; the OS
+    drops it if the process dies."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    @classmethod
+    def acquire(cls, database_url: str) -> WorkerLock:
+        import fcntl
+        import os
+
+        from sqlalchemy.engine import make_url
+
+        database = make_url(database_url).database
+        if not database or database == ":memory:":
+            return cls(None)
+        fd = os.open(f"{database}.workers.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise WorkersAlreadyRunning(
+                f"another process runs the workers on {database}; on SQLite only one may "
+                "(serve runs them unless REGISTRY_RUN_WORKERS=false)") from None
+        return cls(fd)
+
+    def release(self) -> None:
+        import os
+
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
 @dataclass
 class Container:
     settings: Settings
@@ -84,6 +123,10 @@ class Container:
         except Exception:  # any failure to reach the database means not ready
             return False
         return True
+
+    def worker_lock(self) -> WorkerLock:
+        """SQLite: the one process that may run the workers holds this (raises otherwise)."""
+        return WorkerLock.acquire(self.settings.database_url)
 
     async def close(self) -> None:
         await self.senders.close()

@@ -3,9 +3,11 @@ the workers in the same event loop (started after the app, stopped before the da
 
 from __future__ import annotations
 
+import structlog
+
 from registry.api.app import asgi_app
 from registry.api.middleware import RequestIdMiddleware
-from registry.bootstrap import build
+from registry.bootstrap import WorkersAlreadyRunning, build
 from registry.config import Settings
 from registry.log import configure
 from registry.workers.runner import Workers
@@ -20,7 +22,13 @@ def app_from_env() -> RequestIdMiddleware:
         return asgi_app(container)
     workers = Workers(container)
 
+    async def start_workers() -> None:
+        try:
+            await workers.start()
+        except WorkersAlreadyRunning as exc:  # SQLite: a `worker` process has them; serve the API
+            structlog.get_logger("registry.workers").warning("workers_not_started", reason=str(exc))
+
     async def stop_workers() -> None:  # Litestar passes the app to a hook that takes arguments
         await workers.stop()
 
-    return asgi_app(container, on_startup=[workers.start], on_shutdown=[stop_workers])
+    return asgi_app(container, on_startup=[start_workers], on_shutdown=[stop_workers])

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from registry.bootstrap import LINEAGE_FILE, LINEAGE_HTTP, Container
+from registry.bootstrap import LINEAGE_FILE, LINEAGE_HTTP, Container, WorkerLock
 from registry.services import webhooks
 from registry.services.ports import Actor
 
@@ -43,11 +43,16 @@ class Workers:
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._lock: WorkerLock | None = None
 
     def wake(self) -> None:
         self._relay_wake.set()
 
     async def start(self) -> None:
+        """Start the loops. On SQLite only one process may run them: another one holding the
+        database's worker lock raises WorkersAlreadyRunning."""
+        if self.settings.is_sqlite:
+            self._lock = self.c.worker_lock()
         self.c.uow.on_events = self.wake
         self._tasks = [asyncio.create_task(self._loop("relay", self._relay)),
                        asyncio.create_task(self._loop("dispatch", self._dispatch)),
@@ -69,7 +74,10 @@ class Workers:
             _, pending = await asyncio.wait(self._inflight, timeout=grace)
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+                await asyncio.gather(*pending, return_exceptions=True)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         log.info("workers_stopped", worker=self.name)
 
     async def run_forever(self) -> None:
