@@ -4,11 +4,13 @@ the workers deliver with (outbox store, webhook and lineage senders)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from registry.adapters.db.engine import create_engine
+from registry.adapters.db.idempotency import IdempotentCall
 from registry.adapters.db.outbox import OutboxStore
 from registry.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from registry.adapters.lineage import FileSink, LineageBuilder, lineage_endpoint
@@ -124,6 +126,10 @@ class Container:
             return False
         return True
 
+    def idempotent_call(self, key_hash: str, fingerprint: str) -> IdempotentCall:
+        """A POST carrying an Idempotency-Key, for its first writer to join."""
+        return IdempotentCall(key_hash, fingerprint, timedelta(seconds=self.settings.idempotency_ttl))
+
     def worker_lock(self) -> WorkerLock:
         """SQLite: the one process that may run the workers holds this (raises otherwise)."""
         return WorkerLock.acquire(self.settings.database_url)
@@ -162,7 +168,7 @@ def build(settings: Settings) -> Container:
     if settings.is_sqlite:
         settings.ensure_data_dir()
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
-    uow = SqlUnitOfWorkFactory(engine)
+    uow = SqlUnitOfWorkFactory(engine, default_policies=settings.default_policies)
     cipher = LazySecretBox(settings.secret_key, settings.data_dir)
     guard = UrlGuard(settings.webhooks.allow_private)
     tools = WebhookTools(guard.check, cipher, settings.webhooks.secret_overlap)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from registry.domain.errors import ValidationError
+from registry.domain.gates import Policy
+from registry.domain.stages import Stage
 
 # Standard Webhooks' example schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h,
 # 20 h, 24 h (the delay before each attempt).
@@ -45,6 +50,9 @@ class Settings:
     lineage_api_key: str | None = None
     retention_days: float = 30.0
     poll_interval: float = 1.0
+    # Rules for models without a policy of their own, per stage (REGISTRY_DEFAULT_POLICIES).
+    default_policies: Mapping[Stage, Policy] = field(default_factory=dict)
+    idempotency_ttl: float = 86400.0  # stored answers live at least this long (>= 24 h)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -95,6 +103,8 @@ class Settings:
             lineage_api_key=env.get("REGISTRY_LINEAGE_API_KEY") or None,
             retention_days=_number(env, "REGISTRY_RETENTION_DAYS", 30.0, low=0.0),
             poll_interval=_number(env, "REGISTRY_WORKER_POLL_INTERVAL", 1.0, low=0.01),
+            default_policies=_policies(env.get("REGISTRY_DEFAULT_POLICIES")),
+            idempotency_ttl=_number(env, "REGISTRY_IDEMPOTENCY_TTL", 86400.0, low=86400.0),
         )
 
     @property
@@ -140,3 +150,26 @@ def _schedule(raw: str | None) -> tuple[float, ...]:
     if not values or any(not 0 <= v < float("inf") for v in values):
         raise ConfigError("REGISTRY_WEBHOOK_RETRY_SCHEDULE must be non-negative seconds")
     return values
+
+
+def _policies(raw: str | None) -> dict[Stage, Policy]:
+    """``{"staging": {...}, "production": {...}}``, each a policy body as the API takes it."""
+    if raw is None or not raw.strip():
+        return {}
+    name = "REGISTRY_DEFAULT_POLICIES"
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a JSON object") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"{name} must be a JSON object of stage names to policies")
+    policies = {}
+    for stage_name, rules in parsed.items():
+        try:
+            stage = Stage.parse(stage_name)
+            if not isinstance(rules, dict):
+                raise ValidationError("a policy is a JSON object")
+            policies[stage] = Policy.parse(rules, stage)
+        except ValidationError as exc:
+            raise ConfigError(f"{name}: {stage_name}: {exc.detail}") from None
+    return policies

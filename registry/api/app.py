@@ -12,12 +12,14 @@ from litestar.routes import HTTPRoute
 
 import registry
 from registry.api.controllers.audit import AuditController
+from registry.api.controllers.gates import GateController, TransitionRequestController
 from registry.api.controllers.health import healthz, readyz
 from registry.api.controllers.models import ModelController
 from registry.api.controllers.tokens import TokenController
 from registry.api.controllers.versions import VersionController
 from registry.api.controllers.webhooks import LineageSinkController, WebhookController
 from registry.api.errors import EXCEPTION_HANDLERS
+from registry.api.idempotency import IdempotencyMiddleware
 from registry.api.middleware import RequestIdMiddleware, TokenAuthMiddleware
 from registry.api.openapi import tighten
 from registry.bootstrap import Container
@@ -64,7 +66,8 @@ def create_app(container: Container, *, on_startup: Sequence[Hook] = (),
     api = Router(
         path="/api/v1",
         route_handlers=[ModelController, VersionController, AuditController, TokenController,
-                        WebhookController, LineageSinkController],
+                        WebhookController, LineageSinkController, GateController,
+                        TransitionRequestController],
         middleware=[DefineMiddleware(TokenAuthMiddleware)],
     )
 
@@ -88,5 +91,7 @@ def create_app(container: Container, *, on_startup: Sequence[Hook] = (),
 
 def asgi_app(container: Container, *, on_startup: Sequence[Hook] = (),
              on_shutdown: Sequence[Hook] = ()) -> RequestIdMiddleware:
-    """The app as served: the request-id middleware wraps everything, error responses included."""
-    return RequestIdMiddleware(create_app(container, on_startup=on_startup, on_shutdown=on_shutdown))
+    """The app as served: the request-id middleware wraps everything, error responses included;
+    inside it, Idempotency-Key handling holds each keyed POST's answer until it committed."""
+    app = create_app(container, on_startup=on_startup, on_shutdown=on_shutdown)
+    return RequestIdMiddleware(IdempotencyMiddleware(app, container))

@@ -49,7 +49,9 @@ def actor(request: Request[Any, Any, Any]) -> Actor:
 
 
 def writer(request: Request[Any, Any, Any]) -> UnitOfWork:
-    return request.app.state.container.uow(actor(request))
+    """A unit of work for a change; it joins the request's Idempotency-Key, if it has one."""
+    return request.app.state.container.uow(actor(request),
+                                           idempotency=request.scope["state"].get("idempotency"))
 
 
 def reader(request: Request[Any, Any, Any]) -> UnitOfWork:

@@ -18,6 +18,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from registry.api.schemas import Problem
 from registry.domain import errors as e
+from registry.services.idempotency import Replay
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 CLIENT_GONE = "client disconnected prematurely"  # what Litestar 2 raises when a body is cut short
@@ -29,9 +30,11 @@ _DESCRIPTIONS = {
     401: "unauthenticated: no valid bearer token",
     403: "forbidden: the token's role may not do this, or the model is outside its scope",
     404: "not_found: the model, version or alias does not exist",
-    409: "already_exists, invalid_transition (with `allowed`) or conflict",
+    409: "already_exists, invalid_transition (with `allowed`), conflict, or "
+         "idempotency_in_progress (a request with this Idempotency-Key is still running)",
     412: "precondition_failed: If-Match or an expected_* field is stale",
-    422: "gate_failed (with `results` and `failed`)",
+    422: "gate_failed (with `results` and `failed`), or idempotency_conflict (the "
+         "Idempotency-Key was used with another body)",
     503: "unavailable: the database cannot be reached",
 }
 
@@ -55,6 +58,14 @@ def problem(status: int, code: str, title: str, detail: str, request: Request | 
 def registry_error_handler(request: Request, exc: e.RegistryError) -> Response[Problem]:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return problem(exc.status, exc.code, exc.title, exc.detail, request, headers, **exc.extensions())
+
+
+def replay_handler(request: Request, exc: Replay) -> Response[bytes]:
+    """The stored answer of an earlier call with the same Idempotency-Key and body."""
+    stored = exc.stored
+    headers = {k: v for k, v in stored.headers.items() if k != "content-type"}
+    return Response(stored.body, status_code=stored.status, media_type=stored.headers.get(
+        "content-type", "application/json"), headers={**headers, "Idempotent-Replayed": "true"})
 
 
 def validation_handler(request: Request, exc: ValidationException) -> Response[Problem]:
@@ -93,6 +104,7 @@ def internal_error_handler(request: Request, exc: Exception) -> Response[Problem
 
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     e.RegistryError: registry_error_handler,
+    Replay: replay_handler,
     ValidationException: validation_handler,
     HTTPException: http_error_handler,
     Exception: internal_error_handler,

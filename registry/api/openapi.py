@@ -7,13 +7,12 @@ document looser than the server would let clients (and fuzzers) send bodies that
 from __future__ import annotations
 
 from litestar import Litestar
-from litestar.openapi.spec import OpenAPI, Schema
+from litestar.openapi.spec import OpenAPI, Parameter, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 
 from registry.api import schemas
 
-# Request bodies and the maps in them whose keys are constrained (1..250 characters).
-_STRICT = [cls.__name__ for cls in (*schemas.Request.__subclasses__(), schemas.DatasetBody)]
+# The maps in request bodies whose keys are constrained (1..250 characters).
 _KEYED_MAPS = {"tags", "metrics"}
 _KEY = Schema(type=OpenAPIType.STRING, min_length=1, max_length=250, pattern=schemas.NO_NUL)
 
@@ -55,9 +54,66 @@ def _constrain_items(schema: Schema | None, item: Schema) -> None:
             option.items = item
 
 
+IDEMPOTENCY_KEY = Parameter(
+    name="Idempotency-Key", param_in="header", required=False,
+    description="makes the POST safe to retry: a retry with the same key and body replays the "
+                "stored answer (`Idempotent-Replayed: true`); another body is 422 "
+                "`idempotency_conflict`; while the first runs, 409 `idempotency_in_progress`. "
+                "Scoped to (token, method, path); kept at least 24 h.",
+    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
+)
+_OPTIONAL_BODIES = ("/api/v1/webhooks/{webhook_id}/rotate-secret",
+                    "/api/v1/transition-requests/{request_id}/approve",
+                    "/api/v1/transition-requests/{request_id}/reject",
+                    "/api/v1/transition-requests/{request_id}/cancel")
+
+
+def _strict_bodies() -> list[str]:
+    """Every request body (and its nested bodies): unknown fields are refused."""
+    found, todo = [], [schemas.Request]
+    while todo:
+        cls = todo.pop()
+        found.append(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return [*found, schemas.DatasetBody.__name__]
+
+
+def _posts(document: OpenAPI) -> None:
+    """Every POST takes an Idempotency-Key; some bodies are optional."""
+    for path, item in (document.paths or {}).items():
+        if item.post is None:
+            continue
+        if all(getattr(p, "name", None) != IDEMPOTENCY_KEY.name for p in item.post.parameters or []):
+            item.post.parameters = [*(item.post.parameters or []), IDEMPOTENCY_KEY]
+        if path in _OPTIONAL_BODIES and item.post.request_body is not None:
+            item.post.request_body.required = False
+
+
+def _constrain_gates(components: dict) -> None:
+    from registry.api.gate_schemas import CheckName
+
+    policy = components.get("PolicyRequest")
+    props = (policy.properties or {}) if isinstance(policy, Schema) else {}
+    meta = CheckName.__metadata__[0]
+    _constrain_items(props.get("required_checks"), Schema(
+        type=OpenAPIType.STRING, min_length=1, max_length=200, pattern=meta.pattern))
+    _constrain_items(props.get("required_fields"), Schema(
+        type=OpenAPIType.STRING, pattern="^(description|run_id)$"))
+    for name in ("required_approvals", "min_staging_seconds"):
+        for option in _options(props.get(name)):
+            if option.type == OpenAPIType.INTEGER:
+                option.minimum = 0
+
+
+def _options(schema: object) -> list[Schema]:
+    if not isinstance(schema, Schema):
+        return []
+    return [o for o in (schema.one_of or [schema]) if isinstance(o, Schema)]
+
+
 def tighten(document: OpenAPI) -> OpenAPI:
     components = document.components.schemas if document.components else None
-    for name in _STRICT:
+    for name in _strict_bodies():
         schema = (components or {}).get(name)
         if not isinstance(schema, Schema):
             continue
@@ -75,9 +131,8 @@ def tighten(document: OpenAPI) -> OpenAPI:
         if isinstance(expires, Schema):
             expires.format = OpenAPIFormat.DATE_TIME  # Litestar drops msgspec's extra_json_schema
     _constrain_webhooks(components or {})
-    rotate = (document.paths or {}).get("/api/v1/webhooks/{webhook_id}/rotate-secret")
-    if rotate is not None and rotate.post is not None and rotate.post.request_body is not None:
-        rotate.post.request_body.required = False   # the body (overlap_seconds) is optional
+    _constrain_gates(components or {})
+    _posts(document)
     return document
 
 

@@ -188,12 +188,13 @@ class ModelVersionResponse(Struct):
     updated_at: datetime
     created_by: str
     etag: str
+    stage_since: datetime | None  # when the version entered its current stage
 
     @classmethod
     def of(cls, v: ModelVersion) -> ModelVersionResponse:
         return cls(v.model, v.version, v.stage.value, v.source, v.run_id, v.description, v.tags,
                    v.metrics, [DatasetBody(i.namespace, i.name, i.version) for i in v.inputs],
-                   v.created_at, v.updated_at, v.created_by, v.etag)
+                   v.created_at, v.updated_at, v.created_by, v.etag, v.stage_since)
 
 
 class ModelList(Struct):
@@ -210,6 +211,12 @@ class StageMembers(Struct):
     items: list[ModelVersionResponse]
 
 
+class GateResultBody(Struct):
+    gate: str
+    passed: bool
+    detail: str
+
+
 class TransitionBody(Struct):
     from_stage: str
     to_stage: str
@@ -218,11 +225,20 @@ class TransitionBody(Struct):
     at: datetime
     comment: str | None
     archived: list[int]
+    gates: list[GateResultBody]
+    request: int | None = None  # the transition request this move applied
 
 
 class TransitionResponse(Struct):
     version: ModelVersionResponse
     transition: TransitionBody
+
+    @classmethod
+    def of(cls, result: Any) -> TransitionResponse:
+        t = result.transition
+        return cls(ModelVersionResponse.of(result.version), TransitionBody(
+            t.from_stage.value, t.to_stage.value, t.trigger.value, t.actor, t.at, t.comment,
+            t.archived, [GateResultBody(r.gate, r.passed, r.detail) for r in t.gates], t.request))
 
 
 class StageChangeRecord(Struct):
@@ -312,6 +328,7 @@ class Problem(Struct, omit_defaults=True):
     results: list[dict[str, Any]] | None = None
     failed: list[str] | None = None
     errors: list[dict[str, Any]] | None = None
+    request_id: int | None = None
 
 
 # -- webhooks and lineage --------------------------------------------------------------------

@@ -17,6 +17,9 @@ class RegistryError(Exception):
     code = "error"
     status = 400
     title = "Request failed"
+    # Whether a POST's Idempotency-Key stores this answer for retries to replay. Not for
+    # answers that a retry should not get again (a transient conflict, an unreachable database).
+    replayable = True
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -49,6 +52,33 @@ class AlreadyExistsError(RegistryError):
 
 class ConflictError(RegistryError):
     code, status, title = "conflict", 409, "Conflict"
+
+
+class TransientConflictError(ConflictError):
+    """A concurrent change won a race the database settled; the same call may succeed now."""
+
+    replayable = False
+
+
+class OpenRequestExistsError(ConflictError):
+    """An open transition request for the same move exists: ``request_id`` names it."""
+
+    def __init__(self, request_id: int, detail: str) -> None:
+        super().__init__(detail)
+        self.request_id = request_id
+
+    def extensions(self) -> dict[str, Any]:
+        return {"request_id": self.request_id}
+
+
+class IdempotencyInProgressError(RegistryError):
+    code, status, title = "idempotency_in_progress", 409, "Request in progress"
+    replayable = False
+
+
+class IdempotencyConflictError(RegistryError):
+    code, status, title = "idempotency_conflict", 422, "Idempotency key reused"
+    replayable = False
 
 
 class InvalidTransitionError(RegistryError):
@@ -87,3 +117,4 @@ class GateFailedError(RegistryError):
 
 class UnavailableError(RegistryError):
     code, status, title = "unavailable", 503, "Service unavailable"
+    replayable = False

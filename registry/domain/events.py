@@ -72,6 +72,56 @@ class AliasDeleted(Change):
 
 
 @dataclass(frozen=True, slots=True)
+class CheckReported(Change):
+    """``extra`` holds the report: name, status, details_url, summary."""
+
+    type: ClassVar[str] = "model_version.check_reported"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyChanged(Change):
+    """A model's policy for entering a stage was set or removed (``extra``: stage)."""
+
+    type: ClassVar[str] = "model.policy_changed"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCreated(Change):
+    type: ClassVar[str] = "transition_request.created"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestApproved(Change):
+    """One approval; ``extra`` says whether it completed the quorum and applied the move."""
+
+    type: ClassVar[str] = "transition_request.approved"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRejected(Change):
+    type: ClassVar[str] = "transition_request.rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCancelled(Change):
+    type: ClassVar[str] = "transition_request.cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestApplied(Change):
+    """The approved move was made (by the last approval, or by the requester's own call)."""
+
+    type: ClassVar[str] = "transition_request.applied"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalsVoided(Change):
+    """The version's checks changed after approvals were given: they no longer count."""
+
+    type: ClassVar[str] = "transition_request.approvals_voided"
+
+
+@dataclass(frozen=True, slots=True)
 class SystemChange:
     """A change outside any model (tokens, subscriptions, later policies), audited in the system
     chain. With ``event`` it is also announced: an outbox event of type ``action`` carrying

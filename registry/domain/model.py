@@ -106,6 +106,8 @@ class ModelVersion:
     revision: int = 1
     # Event sequence at which this version last left production: orders rollback candidates.
     left_production_seq: int | None = None
+    # When the version entered its current stage.
+    stage_since: datetime | None = None
     id: int | None = None
 
     @property

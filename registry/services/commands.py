@@ -90,3 +90,42 @@ class SetAlias:
 class DeleteAlias:
     model: str
     alias: str
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackModel:
+    model: str
+    comment: str | None = None
+    expected_production_version: int | None | _Missing = MISSING
+
+
+@dataclass(frozen=True, slots=True)
+class ReportCheck:
+    model: str
+    version: int
+    name: str
+    status: str
+    details_url: str | None = None
+    summary: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetPolicy:
+    model: str
+    stage: str
+    rules: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTransition:
+    model: str
+    version: int
+    to_stage: str
+    comment: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecideRequest:
+    request_id: int
+    decision: str  # approve, reject, cancel
+    comment: str | None = None

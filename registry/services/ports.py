@@ -3,12 +3,13 @@ tests of the services implement them in memory."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from registry.domain.events import Change, SystemChange
+from registry.domain.gates import Policy
 from registry.domain.model import ModelVersion, RegisteredModel
 from registry.domain.permissions import Role
 from registry.domain.stages import Stage
@@ -88,6 +89,66 @@ class DeliveryRecord:
 class AliasRecord:
     version: int
     protected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRecord:
+    id: int
+    name: str
+    status: str  # pending, success, failure
+    details_url: str | None
+    summary: str | None
+    reported_by: str
+    reported_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRecord:
+    stage: str
+    rules: dict[str, Any]
+    updated_at: datetime
+    updated_by: str
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """A transition request. ``approvals``: ``[{principal, actor, comment, at, voided_at}]``."""
+
+    id: int
+    model_id: int
+    model: str
+    version: int
+    to_stage: str
+    state: str  # pending, approved, applied, rejected, cancelled
+    requested_by: str
+    requester_principal: str
+    comment: str | None
+    approvals: list[dict[str, Any]]
+    created_at: datetime
+    updated_at: datetime
+    decided_by: str | None = None
+    decision_comment: str | None = None
+
+    @property
+    def valid_approvals(self) -> list[dict[str, Any]]:
+        return [a for a in self.approvals if a.get("voided_at") is None]
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in ("pending", "approved")
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"id": self.id, "to_stage": self.to_stage, "state": self.state,
+                "requested_by": self.requested_by, "requester_principal": self.requester_principal,
+                "approved_by": [a["principal"] for a in self.valid_approvals]}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestQuery:
+    patterns: tuple[str, ...] | None  # the caller's model globs (None: all)
+    model: str | None = None
+    state: str | None = None
+    requester: str | None = None  # a principal
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +247,30 @@ class Repository(Protocol):
         ...
     async def lineage_events(self, chain: str, version: int) -> list[dict[str, Any]]: ...
 
+    async def add_check(self, model: RegisteredModel, version: int, name: str, status: str,
+                        details_url: str | None, summary: str | None, actor: str,
+                        now: datetime) -> int: ...
+    async def latest_checks(self, model: RegisteredModel, version: int) -> dict[str, str]:
+        """The latest status of each check name reported on the version."""
+        ...
+    async def check_history(self, model: RegisteredModel, version: int) -> list[CheckRecord]:
+        """Every report on the version, by name, newest first within a name."""
+        ...
+    async def get_policy(self, model: RegisteredModel, stage: Stage) -> PolicyRecord | None: ...
+    async def put_policy(self, model: RegisteredModel, stage: Stage, rules: dict[str, Any],
+                         actor: str, now: datetime) -> None: ...
+    async def delete_policy(self, model: RegisteredModel, stage: Stage) -> None: ...
+    async def add_request(self, model: RegisteredModel, version: int, to_stage: str, actor: Actor,
+                          comment: str | None, now: datetime) -> RequestRecord: ...
+    async def get_request(self, request_id: int) -> RequestRecord | None: ...
+    async def open_requests(self, model: RegisteredModel, version: int,
+                            to_stage: str | None = None) -> list[RequestRecord]: ...
+    async def save_request(self, request: RequestRecord) -> None: ...
+    async def list_requests(self, query: RequestQuery, before: int | None,
+                            limit: int) -> list[RequestRecord]:
+        """Newest first."""
+        ...
+
 
 class UnitOfWork(Protocol):
     """One transaction. ``commit`` writes the recorded changes to the audit log and the outbox,
@@ -193,6 +278,8 @@ class UnitOfWork(Protocol):
 
     repo: Repository
     actor: Actor
+    # The configured policy per stage, for models without their own.
+    default_policies: Mapping[Stage, Policy]
 
     async def __aenter__(self) -> UnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...
@@ -206,4 +293,6 @@ class UnitOfWork(Protocol):
 
 
 class UnitOfWorkFactory(Protocol):
-    def __call__(self, actor: Actor, *, write: bool = True) -> UnitOfWork: ...
+    def __call__(self, actor: Actor, *, write: bool = True, idempotency: Any = None) -> UnitOfWork:
+        """``idempotency``: the request's Idempotency-Key call, which the first writer joins."""
+        ...

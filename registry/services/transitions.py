@@ -1,4 +1,6 @@
-"""Moving a version through the stage machine: the one use case every promotion goes through."""
+"""Moving a version through the stage machine: the one use case every promotion goes through
+(a transition call, an approval that completes its quorum, and a rollback all end in
+:func:`move_checked`)."""
 
 from __future__ import annotations
 
@@ -8,15 +10,17 @@ from typing import Any
 
 import structlog
 
-from registry.domain import gates, stages
-from registry.domain.errors import GateFailedError, NotFoundError, PreconditionFailedError
-from registry.domain.events import StageChanged
+from registry.domain import stages
+from registry.domain.errors import ForbiddenError, GateFailedError, NotFoundError, PreconditionFailedError
+from registry.domain.events import RequestApplied, StageChanged
+from registry.domain.gates import GateResult
 from registry.domain.model import ModelVersion, RegisteredModel
 from registry.domain.permissions import Role, role_for_transition
 from registry.domain.stages import Stage, Trigger
 from registry.services.access import check_role, lock_model, require_model
-from registry.services.commands import MISSING, TransitionModelVersion
-from registry.services.ports import UnitOfWork
+from registry.services.commands import MISSING, RollbackModel, TransitionModelVersion, _Missing
+from registry.services.gates import assess, effective_policy
+from registry.services.ports import RequestRecord, UnitOfWork
 from registry.services.versions import check_if_match
 
 log = structlog.get_logger("registry.transitions")
@@ -31,12 +35,21 @@ class Transition:
     at: datetime
     comment: str | None
     archived: list[int]
+    gates: list[GateResult]
+    request: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TransitionResult:
     version: ModelVersion
     transition: Transition
+
+
+def _check_production(expected: int | None | _Missing, production: ModelVersion | None) -> None:
+    if expected is not MISSING:
+        current = production.version if production else None
+        if current != expected:
+            raise PreconditionFailedError(f"the production version is {current}, not {expected}")
 
 
 def _check_expectations(cmd: TransitionModelVersion, version: ModelVersion,
@@ -46,70 +59,138 @@ def _check_expectations(cmd: TransitionModelVersion, version: ModelVersion,
         raise PreconditionFailedError(
             f"version {version.version} is in {version.stage.value!r}, not {cmd.expected_stage!r}"
         )
-    if cmd.expected_production_version is not MISSING:
-        current = production.version if production else None
-        if current != cmd.expected_production_version:
-            raise PreconditionFailedError(
-                f"the production version is {current}, not {cmd.expected_production_version}"
-            )
+    _check_production(cmd.expected_production_version, production)
 
 
 async def transition_model_version(cmd: TransitionModelVersion, uow: UnitOfWork) -> TransitionResult:
     """Check the edge, then every gate, then archive the incumbent and move the version; one commit."""
     target = Stage.parse(cmd.to_stage)
     async with uow:
-        model = await lock_model(uow, cmd.model, Role.STAGER, "moving a version")
+        model = await lock_model(uow, cmd.model, Role.VIEWER, "moving a version")
         version, production = await uow.repo.get_version_and_production(model, cmd.version)
         if version is None:
             raise NotFoundError(f"model {model.name!r} has no version {cmd.version}")
-        check_role(uow, role_for_transition(version.stage, target),
-                   f"moving a version from {version.stage.value} to {target.value}")
+        await _check_transition_role(uow, model, version, target)
         _check_expectations(cmd, version, production)
-        trigger = stages.trigger_for(version.stage, target)
-        candidate = await uow.repo.rollback_candidate(model) if trigger is Trigger.ROLLBACK else None
-        results = gates.evaluate(
-            trigger, gates.GateContext(version=version.version, comment=cmd.comment,
-                                       rollback_candidate=candidate)
-        )
-        if gates.failed(results):
-            raise GateFailedError(results)
-
-        archived: list[int] = []
-        if target is Stage.PRODUCTION and production is not None:
-            # The incumbent's UPDATE must reach the database before the target's: the partial
-            # unique index on production is checked row by row.
-            _move(uow, model, production, Trigger.ARCHIVE, cmd.comment,
-                  {"superseded_by": version.version})
-            await uow.repo.save_version(production)
-            archived.append(production.version)
-        from_stage = version.stage
-        _move(uow, model, version, trigger, cmd.comment, {"archived": archived})
-        await uow.repo.save_version(version)
+        result = await move_checked(uow, model, version, production, target, cmd.comment)
         await uow.commit()
+    _log(result)
+    return result
 
-    log.info("stage_changed", model=model.name, version=version.version, from_stage=from_stage.value,
-             to_stage=target.value, trigger=trigger.value, actor=uow.actor.name, archived=archived)
-    transition = Transition(from_stage, target, trigger, uow.actor.name, version.updated_at,
-                            cmd.comment, archived)
+
+async def _check_transition_role(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion,
+                                 target: Stage) -> None:
+    """The stage table's role for the move. Below it, an editor may still make a move whose
+    policy asks for approvals: the approvals gate then lets it through only on the caller's own
+    request, approved by releasers."""
+    needed = role_for_transition(version.stage, target)
+    if uow.actor.role >= needed:
+        return
+    what = f"moving a version from {version.stage.value} to {target.value}"
+    check_role(uow, Role.EDITOR, what)
+    if (await effective_policy(uow, model, target)).policy.required_approvals:
+        return
+    raise ForbiddenError(f"{what} needs the {needed.label} role (or a policy with approvals and "
+                         f"an approved request); this token is {uow.actor.role.label}")
+
+
+async def rollback_model(cmd: RollbackModel, uow: UnitOfWork) -> TransitionResult:
+    """Put the most recent previously-production version back into production, archiving the
+    current one, in one transaction."""
+    async with uow:
+        model = await lock_model(uow, cmd.model, Role.RELEASER, "rolling back")
+        number = await uow.repo.rollback_candidate(model)
+        if number is None:
+            raise GateFailedError([
+                GateResult("previous_production", False, "no archived version was in production before"),
+            ])
+        version, production = await uow.repo.get_version_and_production(model, number)
+        assert version is not None  # versions are never deleted while their model exists
+        _check_production(cmd.expected_production_version, production)
+        result = await move_checked(uow, model, version, production, Stage.PRODUCTION, cmd.comment)
+        await uow.commit()
+    _log(result)
+    return result
+
+
+async def move_checked(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion,
+                       production: ModelVersion | None, target: Stage, comment: str | None, *,
+                       request: RequestRecord | None = None) -> TransitionResult:
+    """The stage table (409), every gate (422), then the move; the caller commits. An open
+    request for this move is marked applied, and the audit entry names its approvers."""
+    principal = request.requester_principal if request else (uow.actor.principal or uow.actor.name)
+    assessment = await assess(uow, model, version, production, target, comment=comment,
+                              principal=principal, request=request)
+    trigger = assessment.trigger
+    if trigger is None:
+        stages.trigger_for(version.stage, target)  # raises InvalidTransitionError with `allowed`
+        raise AssertionError("unreachable")
+    if not assessment.allowed:
+        raise GateFailedError(assessment.results)
+    applied = await _close_requests(uow, model, version, target, assessment.request)
+    by_request: dict[str, Any] = {}
+    if applied is not None:
+        by_request = {"request": applied.id, "requested_by": applied.requester_principal,
+                 "approved_by": [a["principal"] for a in applied.valid_approvals]}
+    archived: list[int] = []
+    if target is Stage.PRODUCTION and production is not None:
+        # The incumbent's UPDATE must reach the database before the target's: the partial
+        # unique index on production is checked row by row.
+        _move(uow, model, production, Trigger.ARCHIVE, comment, {"superseded_by": version.version})
+        await uow.repo.save_version(production)
+        archived.append(production.version)
+    from_stage = version.stage
+    gate_results = [r.to_dict() for r in assessment.results]
+    _move(uow, model, version, trigger, comment, {"archived": archived, "gates": gate_results},
+          audit=by_request)
+    await uow.repo.save_version(version)
+    transition = Transition(from_stage, target, trigger, uow.actor.name, version.updated_at, comment,
+                            archived, assessment.results, applied.id if applied else None)
     return TransitionResult(version, transition)
 
 
+async def _close_requests(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion,
+                          target: Stage, counted: RequestRecord | None) -> RequestRecord | None:
+    """Mark the open requests for this very move applied (it happened); return the one whose
+    approvals let it through, if any."""
+    open_ = await uow.repo.open_requests(model, version.version, target.value)
+    if counted is not None and all(r.id != counted.id for r in open_):
+        open_.append(counted)
+    for request in open_:
+        if request.id == getattr(counted, "id", None):
+            request = counted  # the caller's copy carries approvals not yet saved
+        before = request.snapshot()
+        request.state, request.decided_by, request.updated_at = "applied", uow.actor.name, uow.now()
+        await uow.repo.save_request(request)
+        uow.record(model, RequestApplied(model=model.name, version=version.version, before=before,
+                                         after=request.snapshot()))
+    return counted
+
+
 def _move(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion, trigger: Trigger,
-          comment: str | None, extra: dict[str, Any]) -> None:
+          comment: str | None, extra: dict[str, Any], audit: dict[str, Any] | None = None) -> None:
     from_stage = version.stage
     stages.fire(version, trigger)
     now = uow.now()
     if from_stage is Stage.PRODUCTION:
         version.left_production_seq = uow.next_sequence(model)
-    version.updated_at = now
+    version.updated_at = version.stage_since = now
     version.revision += 1
     uow.record(model, StageChanged(
         model=model.name, version=version.version,
         before={"stage": from_stage.value},
-        after={"stage": version.stage.value, "trigger": trigger.value, "comment": comment},
+        after={"stage": version.stage.value, "trigger": trigger.value, "comment": comment,
+               **(audit or {})},
         extra={"from_stage": from_stage.value, "to_stage": version.stage.value,
-               "trigger": trigger.value, "comment": comment, **extra},
+               "trigger": trigger.value, "comment": comment, **extra, **(audit or {})},
     ))
+
+
+def _log(result: TransitionResult) -> None:
+    t, v = result.transition, result.version
+    log.info("stage_changed", model=v.model, version=v.version, from_stage=t.from_stage.value,
+             to_stage=t.to_stage.value, trigger=t.trigger.value, actor=t.actor, archived=t.archived,
+             request=t.request)
 
 
 async def stage_history(model_name: str, number: int, uow: UnitOfWork) -> list[dict[str, Any]]:

@@ -55,7 +55,7 @@ async def register_model_version(cmd: RegisterModelVersion, uow: UnitOfWork) -> 
             model_id=model.id, model=model.name, version=number, stage=Stage.NONE,
             source=cmd.source, run_id=cmd.run_id, description=cmd.description, tags=dict(cmd.tags),
             metrics=dict(cmd.metrics), inputs=inputs, created_at=now, updated_at=now,
-            created_by=uow.actor.name,
+            created_by=uow.actor.name, stage_since=now,
         )
         await uow.repo.add_version(version)
         uow.record(model, VersionCreated(model=model.name, version=number, after=version.snapshot()))

@@ -33,7 +33,10 @@ DELIVERY_STATES = ("pending", "delivered", "failed")
 EVENT_TYPES = (
     "model.created", "model.updated", "model.deleted",
     "model_version.created", "model_version.updated", "model_version.stage_changed",
-    "model_version.alias_set", "model_version.alias_deleted",
+    "model_version.alias_set", "model_version.alias_deleted", "model_version.check_reported",
+    "model.policy_changed", "transition_request.created", "transition_request.approved",
+    "transition_request.rejected", "transition_request.cancelled", "transition_request.applied",
+    "transition_request.approvals_voided",
     WEBHOOK_PING, WEBHOOK_DISABLED,
 )
 MAX_EVENT_TYPES = 64

@@ -145,8 +145,10 @@ class Workers:
         while True:
             cutoff = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
             deliveries, events = await self.c.outbox.prune(cutoff)
-            if deliveries or events:
-                log.info("pruned", deliveries=deliveries, events=events)
+            keys = await self.c.outbox.prune_idempotency_keys(
+                datetime.now(UTC) - timedelta(seconds=self.settings.idempotency_ttl))
+            if deliveries or events or keys:
+                log.info("pruned", deliveries=deliveries, events=events, idempotency_keys=keys)
             await asyncio.sleep(PRUNE_EVERY)
 
     async def _listen(self) -> None:

@@ -259,12 +259,12 @@ def test_rollback_needs_a_comment_and_the_most_recent_previous_production(c: htt
         body = assert_problem(post(c, name, 2, {"to_stage": "production", **comment}), 422, "gate_failed")
         assert body["failed"] == ["comment"]
         assert {r["gate"]: r["passed"] for r in body["results"]} == {
-            "previous_production": True, "comment": False}
+            "stage_table": True, "previous_production": True, "comment": False}
 
     # Both gates fail at once: every result is reported, not only the first.
     body = assert_problem(post(c, name, 1, {"to_stage": "production"}), 422, "gate_failed")
     assert sorted(body["failed"]) == ["comment", "previous_production"]
-    assert len(body["results"]) == 2
+    assert [r["gate"] for r in body["results"]] == ["stage_table", "previous_production", "comment"]
 
     assert [stage_of(c, name, v) for v in (1, 2, 3)] == ["archived", "archived", "production"]
     assert len(events(c, name)) == n_events

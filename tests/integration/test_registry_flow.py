@@ -252,7 +252,7 @@ async def test_rollback_end_to_end(container: Container) -> None:
         await move(container, name, 1, "production", comment="  ")
     assert no_comment.value.failed == ["comment"]
     assert [(r.gate, r.passed) for r in no_comment.value.results] == [
-        ("previous_production", True), ("comment", False)]
+        ("stage_table", True), ("previous_production", True), ("comment", False)]
 
     again = await move(container, name, 1, "production", comment="v3 is slower")
     assert again.transition.archived == [3]

@@ -11,12 +11,14 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from registry.domain.errors import AlreadyExistsError, NotFoundError
 from registry.domain.events import Change, SystemChange
+from registry.domain.gates import Policy
 from registry.domain.model import ModelVersion, RegisteredModel
 from registry.domain.stages import Stage
-from registry.services.ports import Actor, AliasRecord
+from registry.services.ports import Actor, AliasRecord, CheckRecord, PolicyRecord, RequestQuery, RequestRecord
 
 
 @dataclass
@@ -24,6 +26,9 @@ class State:
     models: dict[str, RegisteredModel] = field(default_factory=dict)
     versions: dict[tuple[int, int], ModelVersion] = field(default_factory=dict)
     aliases: dict[tuple[int, str], AliasRecord] = field(default_factory=dict)
+    checks: list[tuple[int, int, CheckRecord]] = field(default_factory=list)  # (model id, version, check)
+    policies: dict[tuple[int, str], PolicyRecord] = field(default_factory=dict)
+    requests: dict[int, RequestRecord] = field(default_factory=dict)
     next_model_id: int = 1
 
 
@@ -137,6 +142,60 @@ class FakeRepository:
     async def delete_alias(self, model: RegisteredModel, alias: str) -> None:
         del self.state.aliases[(model.id, alias)]
 
+    # -- checks, policies, transition requests ----------------------------------------------------
+
+    async def add_check(self, model: RegisteredModel, version: int, name: str, status: str,
+                        details_url: str | None, summary: str | None, actor: str,
+                        now: datetime) -> int:
+        check_id = len(self.state.checks) + 1
+        self.state.checks.append((model.id, version, CheckRecord(check_id, name, status, details_url,
+                                                                  summary, actor, now)))
+        return check_id
+
+    async def latest_checks(self, model: RegisteredModel, version: int) -> dict[str, str]:
+        return {c.name: c.status for m, v, c in self.state.checks if (m, v) == (model.id, version)}
+
+    async def check_history(self, model: RegisteredModel, version: int) -> list[CheckRecord]:
+        mine = [c for m, v, c in self.state.checks if (m, v) == (model.id, version)]
+        return sorted(mine, key=lambda c: (c.name, -c.id))
+
+    async def get_policy(self, model: RegisteredModel, stage: Stage) -> PolicyRecord | None:
+        return copy.deepcopy(self.state.policies.get((model.id, stage.value)))
+
+    async def put_policy(self, model: RegisteredModel, stage: Stage, rules: dict[str, Any],
+                         actor: str, now: datetime) -> None:
+        self.state.policies[(model.id, stage.value)] = PolicyRecord(stage.value, rules, now, actor)
+
+    async def delete_policy(self, model: RegisteredModel, stage: Stage) -> None:
+        self.state.policies.pop((model.id, stage.value), None)
+
+    async def add_request(self, model: RegisteredModel, version: int, to_stage: str, actor: Actor,
+                          comment: str | None, now: datetime) -> RequestRecord:
+        request = RequestRecord(len(self.state.requests) + 1, model.id, model.name, version, to_stage,
+                                "pending", actor.name, actor.principal or actor.name, comment, [],
+                                now, now)
+        self.state.requests[request.id] = copy.deepcopy(request)
+        return request
+
+    async def get_request(self, request_id: int) -> RequestRecord | None:
+        return copy.deepcopy(self.state.requests.get(request_id))
+
+    async def open_requests(self, model: RegisteredModel, version: int,
+                            to_stage: str | None = None) -> list[RequestRecord]:
+        return copy.deepcopy([r for _, r in sorted(self.state.requests.items())
+                              if (r.model_id, r.version) == (model.id, version) and r.is_open
+                              and to_stage in (None, r.to_stage)])
+
+    async def save_request(self, request: RequestRecord) -> None:
+        self.state.requests[request.id] = copy.deepcopy(request)
+
+    async def list_requests(self, query: RequestQuery, before: int | None,
+                            limit: int) -> list[RequestRecord]:
+        found = [r for i, r in sorted(self.state.requests.items(), reverse=True)
+                 if (before is None or i < before) and query.model in (None, r.model)
+                 and query.state in (None, r.state) and query.requester in (None, r.requester_principal)]
+        return copy.deepcopy(found[:limit])
+
 
 class FakeUnitOfWork:
     """``committed`` and ``recorded`` describe the last unit this object ran; ``store`` keeps
@@ -150,6 +209,7 @@ class FakeUnitOfWork:
         self.recorded_system: list[SystemChange] = []
         self.repo = FakeRepository(State())
         self._now: datetime | None = None
+        self.default_policies: dict[Stage, Policy] = {}
 
     async def __aenter__(self) -> FakeUnitOfWork:
         self.committed = False

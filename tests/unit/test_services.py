@@ -343,7 +343,8 @@ async def test_submit_moves_the_version_and_records_one_stage_change(
         before={"stage": "none"},
         after={"stage": "staging", "trigger": "submit", "comment": "ready for review"},
         extra={"from_stage": "none", "to_stage": "staging", "trigger": "submit",
-               "comment": "ready for review", "archived": []},
+               "comment": "ready for review", "archived": [],
+               "gates": [{"gate": "stage_table", "passed": True, "detail": "none -> staging by submit"}]},
     )]
 
 
@@ -368,7 +369,9 @@ async def test_promote_archives_the_incumbent_first_and_records_both_changes(
     assert incumbent.before == {"stage": "production"}
     assert incumbent.after == {"stage": "archived", "trigger": "archive", "comment": "better auc"}
     assert promoted.extra == {"from_stage": "staging", "to_stage": "production",
-                              "trigger": "promote", "comment": "better auc", "archived": [1]}
+                              "trigger": "promote", "comment": "better auc", "archived": [1],
+                              "gates": [{"gate": "stage_table", "passed": True,
+                                         "detail": "staging -> production by promote"}]}
 
 
 async def test_the_archived_incumbent_remembers_the_event_at_which_it_left_production(
@@ -502,7 +505,12 @@ async def test_rollback_to_the_most_recent_previous_production_version(
     assert (incumbent.version, incumbent.extra["superseded_by"]) == (3, 2)
     assert rolled_back.extra == {"from_stage": "archived", "to_stage": "production",
                                  "trigger": "rollback", "comment": "v3 misfires on weekends",
-                                 "archived": [3]}
+                                 "archived": [3], "gates": [
+                                     {"gate": "stage_table", "passed": True,
+                                      "detail": "archived -> production by rollback"},
+                                     {"gate": "previous_production", "passed": True,
+                                      "detail": "most recent previous production version"},
+                                     {"gate": "comment", "passed": True, "detail": "comment given"}]}
 
 
 async def test_rollback_to_an_older_previous_production_version_fails_its_gate(
@@ -516,7 +524,7 @@ async def test_rollback_to_an_older_previous_production_version_fails_its_gate(
 
     assert caught.value.failed == ["previous_production"]
     assert {r.gate: r.passed for r in caught.value.results} == {
-        "previous_production": False, "comment": True}
+        "stage_table": True, "previous_production": False, "comment": True}
     assert_nothing_written(uow, before)
 
 
@@ -539,7 +547,7 @@ async def test_a_rollback_failing_both_gates_reports_both(store: Store, uow: Fak
     with pytest.raises(GateFailedError) as caught:
         await move(uow, 1, "production")
     assert sorted(caught.value.failed) == ["comment", "previous_production"]
-    assert len(caught.value.results) == 2
+    assert [r.gate for r in caught.value.results] == ["stage_table", "previous_production", "comment"]
     assert not uow.committed
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import and_, delete, exists, func, insert, not_, or_, select, up
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from registry.adapters.db.idempotency import prune_keys
 from registry.adapters.db.tables import (
     attempts_t,
     deliveries_t,
@@ -278,6 +279,11 @@ class OutboxStore:
                     events += len(old)
             if len(ids) < batch and len(old) < batch:
                 return deliveries, events
+
+    async def prune_idempotency_keys(self, older_than: datetime) -> int:
+        """Stored Idempotency-Key answers past their time to live."""
+        async with self._transaction() as conn:
+            return await prune_keys(conn, older_than)
 
 
 @contextlib.asynccontextmanager

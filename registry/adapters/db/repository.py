@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, false, func, insert, literal, or_, select, true, tuple_, update
+from sqlalchemy import and_, exists, func, insert, literal, or_, select, true, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.adapters.db.deliveries import DeliveryQueries
+from registry.adapters.db.gate_queries import GateQueries
+from registry.adapters.db.matching import name_matches
 from registry.adapters.db.tables import (
     aliases_t,
     audit_t,
@@ -25,7 +27,6 @@ from registry.adapters.db.tables import (
 )
 from registry.domain.errors import AlreadyExistsError, NotFoundError
 from registry.domain.model import DatasetRef, ModelVersion, RegisteredModel
-from registry.domain.permissions import like_patterns
 from registry.domain.stages import Stage
 from registry.services.audit import GENESIS, model_chain
 from registry.services.ports import AliasRecord, AuditQuery, TokenRecord
@@ -46,7 +47,7 @@ _VERSION_COLS = (versions_t.c.id, versions_t.c.model_id, versions_t.c.version, v
                  versions_t.c.source, versions_t.c.run_id, versions_t.c.description,
                  versions_t.c.tags, versions_t.c.metrics, versions_t.c.inputs,
                  versions_t.c.created_at, versions_t.c.updated_at, versions_t.c.created_by,
-                 versions_t.c.revision, versions_t.c.left_production_seq)
+                 versions_t.c.revision, versions_t.c.left_production_seq, versions_t.c.stage_since)
 
 
 def _model(row: Any) -> RegisteredModel:
@@ -63,6 +64,7 @@ def _version(row: Any, model_name: str) -> ModelVersion:
         inputs=[DatasetRef(i["namespace"], i["name"], i.get("version")) for i in row.inputs],
         created_at=row.created_at, updated_at=row.updated_at, created_by=row.created_by,
         revision=row.revision, left_production_seq=row.left_production_seq,
+        stage_since=row.stage_since,
     )
 
 
@@ -77,16 +79,6 @@ def _token(row: Any) -> TokenRecord:
                        row.models, row.created_at, row.last_used_at)
 
 
-def _name_matches(column: Any, patterns: Sequence[str], sqlite: bool) -> Any:
-    """The column matches one of the globs ('*', '?'): GLOB on SQLite, whose LIKE ignores case;
-    LIKE with the wildcards translated on PostgreSQL."""
-    if not patterns:
-        return false()
-    if sqlite:
-        return or_(*(column.op("GLOB")(p) for p in patterns))
-    return or_(*(column.like(p, escape="\\") for p in like_patterns(patterns)))
-
-
 def _visible_chain(chain_column: Any, query: AuditQuery, sqlite: bool) -> Any:
     """Chains the query may see: one chain, or its models' chains (and the system chain for
     admins)."""
@@ -96,13 +88,13 @@ def _visible_chain(chain_column: Any, query: AuditQuery, sqlite: bool) -> Any:
         visible = true()
     else:
         visible = chain_column.in_(select(chains_t.c.id).where(
-            _name_matches(chains_t.c.model_name, query.patterns, sqlite)))
+            name_matches(chains_t.c.model_name, query.patterns, sqlite)))
     if query.include_system:
         return or_(visible, chain_column == "system")
     return and_(visible, chain_column != "system")
 
 
-class SqlRepository(DeliveryQueries):
+class SqlRepository(DeliveryQueries, GateQueries):
     """Data access for one unit of work. ``heads`` holds the chain heads this transaction has
     locked, for the unit of work to extend at commit."""
 
@@ -171,7 +163,7 @@ class SqlRepository(DeliveryQueries):
                           patterns: Sequence[str] | None = None) -> list[RegisteredModel]:
         stmt = select(*_MODEL_COLS).order_by(models_t.c.name).limit(limit)
         if patterns is not None:
-            stmt = stmt.where(_name_matches(models_t.c.name, patterns, self.sqlite))
+            stmt = stmt.where(name_matches(models_t.c.name, patterns, self.sqlite))
         if name_prefix:
             # LIKE narrows (and uses the index); substr keeps it exact where LIKE ignores case.
             stmt = stmt.where(models_t.c.name.startswith(name_prefix, autoescape=True),
@@ -194,8 +186,8 @@ class SqlRepository(DeliveryQueries):
             model_id=v.model_id, version=v.version, stage=v.stage.value, source=v.source,
             run_id=v.run_id, description=v.description, tags=v.tags, metrics=v.metrics,
             inputs=[i.to_dict() for i in v.inputs], revision=v.revision,
-            left_production_seq=v.left_production_seq, created_at=v.created_at,
-            updated_at=v.updated_at, created_by=v.created_by,
+            left_production_seq=v.left_production_seq, stage_since=v.stage_since,
+            created_at=v.created_at, updated_at=v.updated_at, created_by=v.created_by,
         ).returning(versions_t.c.id))).scalar_one()
 
     async def get_version(self, model: RegisteredModel, number: int) -> ModelVersion | None:
@@ -226,7 +218,7 @@ class SqlRepository(DeliveryQueries):
             versions_t.c.model_id == v.model_id, versions_t.c.version == v.version,
         ).values(stage=v.stage.value, description=v.description, tags=v.tags, metrics=v.metrics,
                  revision=v.revision, left_production_seq=v.left_production_seq,
-                 updated_at=v.updated_at))
+                 stage_since=v.stage_since, updated_at=v.updated_at))
 
     async def list_versions(self, model: RegisteredModel, stage: Stage | None, run_id: str | None,
                             tags: Sequence[tuple[str, str]], after: int,

@@ -142,6 +142,8 @@ class VersionRow(SQLModel, table=True):
     inputs: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     revision: int = Field(sa_column=Column(Integer, nullable=False, server_default="1"))
     left_production_seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # When the version entered its current stage (the minimum-time-in-staging gate reads it).
+    stage_since: datetime | None = _ts(nullable=True)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     created_by: str = Field(sa_column=Column(String(256), nullable=False))
@@ -346,6 +348,87 @@ class LineageRow(SQLModel, table=True):
     payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
 
 
+def _model_fk() -> Any:
+    return Field(sa_column=Column(Id, ForeignKey("registered_models.id", ondelete="CASCADE"),
+                                  nullable=False))
+
+
+class CheckRow(SQLModel, table=True):
+    """One report of a CI check on a version (like a commit status); the latest per name counts."""
+
+    __tablename__ = "version_checks"
+    __table_args__ = (Index("ix_version_checks_version_name", "model_id", "version", "name", "id"),
+                      AUTOINCREMENT)
+
+    id: int | None = _id()
+    model_id: int = _model_fk()
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    details_url: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    summary: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    reported_by: str = Field(sa_column=Column(String(256), nullable=False))
+    reported_at: datetime = _ts()
+
+
+class PolicyRow(SQLModel, table=True):
+    """A model's rules for entering ``staging`` or ``production`` (see domain.gates.Policy)."""
+
+    __tablename__ = "stage_policies"
+
+    model_id: int = Field(sa_column=Column(Id, ForeignKey("registered_models.id", ondelete="CASCADE"),
+                                           primary_key=True))
+    stage: str = Field(sa_column=Column(String(16), primary_key=True))
+    rules: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = _ts()
+    updated_by: str = Field(sa_column=Column(String(256), nullable=False))
+
+
+OPEN_REQUEST = text("state IN ('pending', 'approved')")
+
+
+class RequestRow(SQLModel, table=True):
+    """A request to move a version, approved by releasers. At most one is open (pending or
+    approved) per version and target stage, enforced by a partial unique index."""
+
+    __tablename__ = "transition_requests"
+    __table_args__ = (
+        Index("uq_transition_requests_open", "model_id", "version", "to_stage", unique=True,
+              postgresql_where=OPEN_REQUEST, sqlite_where=OPEN_REQUEST),
+        Index("ix_transition_requests_model_id", "model_id", "id"),
+        AUTOINCREMENT,
+    )
+
+    id: int | None = _id()
+    model_id: int = _model_fk()
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    to_stage: str = Field(sa_column=Column(String(16), nullable=False))
+    state: str = Field(sa_column=Column(String(16), nullable=False))
+    requested_by: str = Field(sa_column=Column(String(256), nullable=False))
+    requester_principal: str = Field(sa_column=Column(String(256), nullable=False))
+    comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # [{principal, actor, comment, at, voided_at}], oldest first.
+    approvals: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    decided_by: str | None = Field(default=None, sa_column=Column(String(256), nullable=True))
+    decision_comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class IdempotencyRow(SQLModel, table=True):
+    """The stored response of a POST made with an ``Idempotency-Key``, written in the same
+    transaction as its effect. ``key_hash`` covers (token, method, path, key)."""
+
+    __tablename__ = "idempotency_keys"
+
+    key_hash: str = Field(sa_column=Column(String(64), primary_key=True))
+    fingerprint: str = Field(sa_column=Column(String(64), nullable=False))
+    status: int = Field(sa_column=Column(Integer, nullable=False))
+    headers: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default=None, sa_column=Column(UTCDateTime, nullable=False, index=True))
+
+
 models_t = ModelRow.__table__
 chains_t = ChainRow.__table__
 versions_t = VersionRow.__table__
@@ -358,3 +441,7 @@ subscriptions_t = SubscriptionRow.__table__
 deliveries_t = DeliveryRow.__table__
 attempts_t = AttemptRow.__table__
 lineage_t = LineageRow.__table__
+checks_t = CheckRow.__table__
+policies_t = PolicyRow.__table__
+requests_t = RequestRow.__table__
+idempotency_t = IdempotencyRow.__table__

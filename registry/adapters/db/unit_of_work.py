@@ -12,20 +12,29 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
+from registry.adapters.db.idempotency import IdempotentCall
 from registry.adapters.db.repository import SqlRepository
 from registry.adapters.db.tables import audit_t, chains_t, outbox_t
-from registry.domain.errors import ConflictError, RegistryError, UnavailableError, ValidationError
+from registry.domain.errors import (
+    RegistryError,
+    TransientConflictError,
+    UnavailableError,
+    ValidationError,
+)
 from registry.domain.events import Change, SystemChange
+from registry.domain.gates import Policy
 from registry.domain.model import RegisteredModel
+from registry.domain.stages import Stage
 from registry.services.audit import SYSTEM_CHAIN, canonical, chain_hash, model_chain, rfc3339
+from registry.services.idempotency import StoredResponse
 from registry.services.ports import Actor
 
 Clock = Callable[[], datetime]
@@ -39,8 +48,17 @@ def utcnow() -> datetime:
 class SqlUnitOfWork:
     def __init__(self, engine: AsyncEngine, read_engine: AsyncEngine, actor: Actor, *, write: bool,
                  clock: Clock = utcnow, write_lock: asyncio.Lock | None = None,
-                 on_events: Callable[[], None] | None = None) -> None:
+                 on_events: Callable[[], None] | None = None,
+                 default_policies: Mapping[Stage, Policy] | None = None,
+                 idempotency: IdempotentCall | None = None) -> None:
         self.actor = actor
+        self.default_policies: Mapping[Stage, Policy] = default_policies or {}
+        # Only the first write unit of work of a request joins its Idempotency-Key.
+        self._call = idempotency if write and idempotency is not None and idempotency.uow is None \
+            else None
+        self._savepoint: AsyncTransaction | None = None
+        self._deferred: str | None = None  # "done": effect awaits finish(); "refused": answer only
+        self._wrote_events = False
         self._on_events = on_events
         self._engine = engine if write else read_engine
         self._write = write
@@ -58,6 +76,10 @@ class SqlUnitOfWork:
             self._conn = await self._engine.connect()
             if self._write:
                 await self._conn.begin()
+            if self._call is not None:
+                await self._call.claim(self._conn, self._clock())
+                self._savepoint = await self._conn.begin_nested()
+                self._call.uow = self
         except BaseException as exc:
             if self._conn is not None:
                 await self._conn.close()
@@ -70,17 +92,68 @@ class SqlUnitOfWork:
         return self
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        translated = None
+        if exc is not None and not isinstance(exc, RegistryError):
+            translated = translate_db_error(exc)
+        refusal = exc if isinstance(exc, RegistryError) else translated
+        if self._call is not None and self._call.uow is self and await self._hold(exc, refusal):
+            if translated is not None:
+                raise translated from exc
+            return
+        await self._release()
+        if translated is not None:
+            raise translated from exc
+
+    async def _hold(self, exc: BaseException | None, refusal: RegistryError | None) -> bool:
+        """Whether to keep the transaction open for :meth:`finish`: after a commit (the answer
+        is stored with the effect), or after a refusal worth replaying (rolled back to the
+        savepoint, so only the answer is stored)."""
+        if exc is None:
+            return self._deferred == "done"
+        if refusal is None or not refusal.replayable or self._savepoint is None \
+                or not self._savepoint.is_active:
+            return False
+        try:
+            await self._savepoint.rollback()
+        except (DBAPIError, OSError):
+            return False
+        self._deferred = "refused"
+        return True
+
+    async def _release(self) -> None:
         try:
             if self._conn is not None:
                 await self._conn.close()  # rolls back whatever did not commit
         finally:
             self._conn = None
+            if self._call is not None and self._call.uow is self:
+                self._call.uow = None
             if self._write_lock is not None:
                 self._write_lock.release()
-        if exc is not None and not isinstance(exc, RegistryError):
-            translated = translate_db_error(exc)
-            if translated is not None:
-                raise translated from exc
+                self._write_lock = None
+
+    async def finish(self, answer: StoredResponse | None) -> bool:
+        """End a held transaction: store ``answer`` and commit (the effect too, if there was
+        one), or roll everything back when ``answer`` is None. True if it committed."""
+        assert self._call is not None and self._conn is not None
+        committed = False
+        try:
+            if answer is not None:
+                await self._call.store(self._conn, answer, self.now())
+                await self._conn.commit()
+                committed = True
+        except (DBAPIError, OSError):
+            committed = False
+        finally:
+            await self._release()
+        if committed and self._wrote_events and self._on_events is not None:
+            self._on_events()
+        return committed
+
+    @property
+    def holds_effect(self) -> bool:
+        """Whether a held transaction carries a committed-on-finish effect (not only a refusal)."""
+        return self._deferred == "done"
 
     def now(self) -> datetime:
         """One timestamp per unit of work, taken at first use (after the chain lock)."""
@@ -154,8 +227,13 @@ class SqlUnitOfWork:
         for head in heads:
             await self._conn.execute(update(chains_t).where(chains_t.c.id == head.chain).values(
                 audit_seq=head.audit_seq, audit_hash=head.audit_hash, event_seq=head.event_seq))
-        await self._conn.commit()
         self._pending.clear()
+        if self._savepoint is not None:
+            # COMMIT waits for the answer (finish), so the effect and its stored answer are one.
+            await self._savepoint.commit()
+            self._deferred, self._wrote_events = "done", bool(event_rows)
+            return
+        await self._conn.commit()
         if event_rows and self._on_events is not None:
             self._on_events()
 
@@ -166,7 +244,8 @@ def translate_db_error(exc: BaseException) -> RegistryError | None:
         # Backstop: PostgreSQL text cannot hold U+0000 (character_not_in_repertoire).
         return ValidationError("text must not contain the NUL character (U+0000)")
     if isinstance(exc, IntegrityError):
-        return ConflictError("the change conflicts with the current state of the registry; retry")
+        return TransientConflictError(
+            "the change conflicts with the current state of the registry; retry")
     if isinstance(exc, (OperationalError, InterfaceError, OSError, ConnectionError)):
         if isinstance(exc, OperationalError) and "locked" in str(exc):
             return UnavailableError("the database is busy; retry")
@@ -180,8 +259,10 @@ class SqlUnitOfWorkFactory:
     """Makes units of work; on SQLite (one process) writers also queue on an asyncio lock, so
     they wait in the event loop instead of spinning on SQLite's busy timeout."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow) -> None:
+    def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow,
+                 default_policies: Mapping[Stage, Policy] | None = None) -> None:
         self.engine = engine
+        self.default_policies: Mapping[Stage, Policy] = default_policies or {}
         self.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._clock = clock
         self._sqlite = engine.dialect.name == "sqlite"
@@ -197,8 +278,10 @@ class SqlUnitOfWorkFactory:
             self._lock = asyncio.Lock()
         return self._lock
 
-    def __call__(self, actor: Actor, *, write: bool = True) -> SqlUnitOfWork:
+    def __call__(self, actor: Actor, *, write: bool = True,
+                 idempotency: IdempotentCall | None = None) -> SqlUnitOfWork:
         if self._sqlite and write and self._lock is None:
             self._lock = asyncio.Lock()
         return SqlUnitOfWork(self.engine, self.read_engine, actor, write=write, clock=self._clock,
-                             write_lock=self._lock, on_events=self.on_events)
+                             write_lock=self._lock, on_events=self.on_events,
+                             default_policies=self.default_policies, idempotency=idempotency)

@@ -59,6 +59,10 @@ class ModelRegistryRunFacet(RunFacet):
     trigger: str | None = attr.field(default=None)
     comment: str | None = attr.field(default=None)
     archived: list[int] = attr.field(factory=list)
+    # The gates the move passed ({gate, passed, detail}), and the request whose approvals let it.
+    gates: list[dict[str, Any]] = attr.field(factory=list)
+    transitionRequest: int | None = attr.field(default=None)  # noqa: N815
+    approvedBy: list[str] = attr.field(factory=list)  # noqa: N815
 
     _additional_skip_redact: ClassVar[list[str]] = ["action", "model", "version"]
 
@@ -104,6 +108,10 @@ class LineageBuilder:
             archived = [int(v) for v in data.get("archived", [])]
             facet = self._facet(event, "transition", from_stage, to_stage, data.get("trigger"),
                                 comment=data.get("comment"), archived=archived)
+            facet.gates = [{"gate": g["gate"], "passed": g["passed"], "detail": g["detail"]}
+                           for g in data.get("gates", [])]
+            facet.transitionRequest = data.get("request")
+            facet.approvedBy = list(data.get("approved_by", []))
             run_facets = {"modelRegistry": facet}
             inputs = [self._model_dataset(InputDataset, model, version, from_stage)]
             outputs = [self._model_dataset(OutputDataset, model, version, to_stage)]

@@ -26,7 +26,6 @@ from registry.api.schemas import (
     StageHistory,
     StageHolder,
     StageMembers,
-    TransitionBody,
     TransitionRequest,
     TransitionResponse,
     UpdateVersionRequest,
@@ -111,13 +110,7 @@ class VersionController(Controller):
         cmd = TransitionModelVersion(name, version, data.to_stage, data.comment, data.expected_stage,
                                      given(data.expected_production_version), if_match)
         result = await transitions.transition_model_version(cmd, writer(request))
-        t = result.transition
-        body = TransitionResponse(
-            ModelVersionResponse.of(result.version),
-            TransitionBody(t.from_stage.value, t.to_stage.value, t.trigger.value, t.actor, t.at,
-                           t.comment, t.archived),
-        )
-        return with_etag(body, result.version.etag)
+        return with_etag(TransitionResponse.of(result), result.version.etag)
 
     @get("/versions/{version:int}/transitions", operation_id="getStageHistory",
          responses=problem_responses(400, 404))

@@ -1,0 +1,20 @@
+"""Model-name globs as SQL conditions, the same on both backends."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import false, or_
+
+from registry.domain.permissions import like_patterns
+
+
+def name_matches(column: Any, patterns: Sequence[str], sqlite: bool) -> Any:
+    """The column matches one of the globs ('*', '?'): GLOB on SQLite, whose LIKE ignores case;
+    LIKE with the wildcards translated on PostgreSQL."""
+    if not patterns:
+        return false()
+    if sqlite:
+        return or_(*(column.op("GLOB")(p) for p in patterns))
+    return or_(*(column.like(p, escape="\\") for p in like_patterns(patterns)))
