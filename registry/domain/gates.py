@@ -118,8 +118,9 @@ def _metric_rules(value: Any) -> dict[str, dict[str, float]]:
                 raise ValidationError(f"metric {name!r}: unknown bound {bound!r}; use {', '.join(BOUNDS)}")
             if isinstance(limit, bool) or not isinstance(limit, int | float) or not math.isfinite(limit):
                 raise ValidationError(f"metric {name!r}: {bound} must be a finite number")
-        if bounds.get("min", -math.inf) > bounds.get("max", math.inf):
-            raise ValidationError(f"metric {name!r}: min is above max")
+        for low, high in (("min", "max"), ("min_delta_vs_production", "max_delta_vs_production")):
+            if bounds.get(low, -math.inf) > bounds.get(high, math.inf):
+                raise ValidationError(f"metric {name!r}: {low} is above {high}")
         rules[name] = {b: float(bounds[b]) for b in BOUNDS if b in bounds}
     return dict(sorted(rules.items()))
 

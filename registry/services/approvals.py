@@ -109,8 +109,6 @@ async def _approve(uow: UnitOfWork, model: RegisteredModel, request: RequestReco
     principal = uow.actor.principal or uow.actor.name
     if principal == request.requester_principal:
         raise ForbiddenError("an approval must come from a principal other than the requester's")
-    if request.state != "pending":
-        raise ConflictError(f"request {request.id} already has the approvals it needs")
     if any(a["principal"] == principal for a in request.valid_approvals):
         raise ConflictError(f"principal {principal!r} has already approved request {request.id}")
     before = request.snapshot()

@@ -19,7 +19,7 @@ from registry.domain.permissions import Role, role_for_transition
 from registry.domain.stages import Stage, Trigger
 from registry.services.access import check_role, lock_model, require_model
 from registry.services.commands import MISSING, RollbackModel, TransitionModelVersion, _Missing
-from registry.services.gates import assess, effective_policy
+from registry.services.gates import assess, edge, effective_policy
 from registry.services.ports import RequestRecord, UnitOfWork
 from registry.services.versions import check_if_match
 
@@ -88,7 +88,9 @@ async def _check_transition_role(uow: UnitOfWork, model: RegisteredModel, versio
         return
     what = f"moving a version from {version.stage.value} to {target.value}"
     check_role(uow, Role.EDITOR, what)
-    if (await effective_policy(uow, model, target)).policy.required_approvals:
+    # Approvals stand in for the role only where the approvals gate applies: a rollback skips it.
+    if edge(version.stage, target) is not Trigger.ROLLBACK \
+            and (await effective_policy(uow, model, target)).policy.required_approvals:
         return
     raise ForbiddenError(f"{what} needs the {needed.label} role (or a policy with approvals and "
                          f"an approved request); this token is {uow.actor.role.label}")
@@ -101,8 +103,11 @@ async def rollback_model(cmd: RollbackModel, uow: UnitOfWork) -> TransitionResul
         model = await lock_model(uow, cmd.model, Role.RELEASER, "rolling back")
         number = await uow.repo.rollback_candidate(model)
         if number is None:
+            given = bool(cmd.comment and cmd.comment.strip())
             raise GateFailedError([
                 GateResult("previous_production", False, "no archived version was in production before"),
+                GateResult("comment", given,
+                           "comment given" if given else "a rollback needs a comment saying why"),
             ])
         version, production = await uow.repo.get_version_and_production(model, number)
         assert version is not None  # versions are never deleted while their model exists
@@ -127,11 +132,11 @@ async def move_checked(uow: UnitOfWork, model: RegisteredModel, version: ModelVe
         raise AssertionError("unreachable")
     if not assessment.allowed:
         raise GateFailedError(assessment.results)
-    applied = await _close_requests(uow, model, version, target, assessment.request)
+    counted = assessment.request
     by_request: dict[str, Any] = {}
-    if applied is not None:
-        by_request = {"request": applied.id, "requested_by": applied.requester_principal,
-                 "approved_by": [a["principal"] for a in applied.valid_approvals]}
+    if counted is not None:
+        by_request = {"request": counted.id, "requested_by": counted.requester_principal,
+                      "approved_by": [a["principal"] for a in counted.valid_approvals]}
     archived: list[int] = []
     if target is Stage.PRODUCTION and production is not None:
         # The incumbent's UPDATE must reach the database before the target's: the partial
@@ -144,6 +149,8 @@ async def move_checked(uow: UnitOfWork, model: RegisteredModel, version: ModelVe
     _move(uow, model, version, trigger, comment, {"archived": archived, "gates": gate_results},
           audit=by_request)
     await uow.repo.save_version(version)
+    # After the moves: transition_request.applied announces a change already recorded.
+    applied = await _close_requests(uow, model, version, target, counted)
     transition = Transition(from_stage, target, trigger, uow.actor.name, version.updated_at, comment,
                             archived, assessment.results, applied.id if applied else None)
     return TransitionResult(version, transition)

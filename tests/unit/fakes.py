@@ -40,6 +40,8 @@ class Store:
     changes: list[tuple[int, int, Change]] = field(default_factory=list)  # (model id, seq, change)
     system_changes: list[SystemChange] = field(default_factory=list)
     clock: datetime = datetime(2025, 1, 1, tzinfo=UTC)
+    # Configuration, not state: REGISTRY_DEFAULT_POLICIES as every unit on this store sees it.
+    default_policies: dict[Stage, Policy] = field(default_factory=dict)
 
     def event_seq(self, model_id: int) -> int:
         return sum(1 for m, _, _ in self.changes if m == model_id)
@@ -209,7 +211,7 @@ class FakeUnitOfWork:
         self.recorded_system: list[SystemChange] = []
         self.repo = FakeRepository(State())
         self._now: datetime | None = None
-        self.default_policies: dict[Stage, Policy] = {}
+        self.default_policies: dict[Stage, Policy] = self.store.default_policies
 
     async def __aenter__(self) -> FakeUnitOfWork:
         self.committed = False

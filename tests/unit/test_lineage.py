@@ -318,3 +318,64 @@ def test_the_registry_facet_schema_is_the_one_its_url_names() -> None:
     schema = facet_schema()
     assert MODEL_FACET_URL.startswith(schema["$id"] + "#")
     assert schema["properties"]["modelRegistry"] == {"$ref": "#/$defs/ModelRegistryRunFacet"}
+
+
+# -- gates and approvals in the registry facet ------------------------------------------------------
+
+GATES = [
+    {"gate": "stage_table", "passed": True, "detail": "staging -> production by promote"},
+    {"gate": "metric:accuracy:min", "passed": True, "detail": "accuracy = 0.93, needs >= 0.9"},
+    {"gate": "approvals", "passed": True, "detail": "2 of 2 required approvals on request 4"},
+]
+
+
+def approved_promotion() -> dict[str, Any]:
+    """A promotion applied by the approval that completed its request's quorum."""
+    return stage_changed(3, "staging", "production", "promote", comment="ship it", archived=[2],
+                         gates=GATES, request=4, requested_by="ci", approved_by=["ann", "bob"])
+
+
+def test_a_stage_change_carries_its_gates_request_and_approvers_in_the_registry_facet() -> None:
+    facet = build(approved_promotion())["run"]["facets"]["modelRegistry"]
+    assert facet["gates"] == GATES
+    assert facet["transitionRequest"] == 4
+    assert facet["approvedBy"] == ["ann", "bob"]
+    assert "requested_by" not in facet and "requestedBy" not in facet  # not a facet field
+
+
+def test_a_stage_change_without_a_request_has_no_approvers() -> None:
+    facet = build(stage_changed(3, "none", "staging", "submit", archived=[], gates=GATES[:1])
+                  )["run"]["facets"]["modelRegistry"]
+    assert facet["gates"] == GATES[:1]
+    assert facet.get("transitionRequest") is None
+    assert facet.get("approvedBy", []) == []
+
+
+def test_a_stage_change_with_gates_and_approvals_is_a_valid_run_event() -> None:
+    validate_run_event(build(approved_promotion()))
+    validate_run_event(build(stage_changed(1, "archived", "production", "rollback", comment="undo",
+                                           archived=[3], gates=[
+                                               {"gate": "stage_table", "passed": True, "detail": "x"},
+                                               {"gate": "previous_production", "passed": True, "detail": "y"},
+                                               {"gate": "comment", "passed": True, "detail": "z"}])))
+
+
+@pytest.mark.parametrize(("path", "value", "complaint"), [
+    (("gates", 0, "passed"), "yes", "'yes' is not of type 'boolean'"),
+    (("gates", 1, "extra"), 1, "Additional properties are not allowed"),
+    (("transitionRequest",), "4", "'4' is not of type 'integer', 'null'"),
+    (("transitionRequest",), 0, "0 is less than the minimum of 1"),
+    (("approvedBy", 0), 7, "7 is not of type 'string'"),
+], ids=["passed as text", "unknown gate key", "request as text", "request 0", "approver as number"])
+def test_the_validator_refuses_malformed_gates_and_approvals(
+    path: tuple[Any, ...], value: Any, complaint: str
+) -> None:
+    valid_event = build(approved_promotion())
+    broken = mutated(valid_event, ("run", "facets", "modelRegistry", *path), value)
+    assert any("modelRegistry" in v and complaint in v for v in added(valid_event, broken))
+
+
+def test_the_validator_refuses_a_gate_without_its_detail() -> None:
+    valid_event = build(approved_promotion())
+    broken = mutated(valid_event, ("run", "facets", "modelRegistry", "gates", 2, "detail"), delete=True)
+    assert any("'detail' is a required property" in v for v in added(valid_event, broken))

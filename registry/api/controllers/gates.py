@@ -139,7 +139,7 @@ class TransitionRequestController(Controller):
         self, request: Request[Any, Any, Any],
         model: Annotated[str | None, QueryParameter(max_length=256, pattern=NO_NUL)] = None,
         state_: Annotated[str | None, QueryParameter(
-            query="state", pattern="^(pending|approved|applied|rejected|cancelled)$")] = None,
+            name="state", pattern="^(pending|approved|applied|rejected|cancelled)$")] = None,
         requester: Annotated[str | None, QueryParameter(max_length=256, pattern=NO_NUL,
                                                         description="a principal")] = None,
         limit: Annotated[int | None, QueryParameter(ge=1, le=1000)] = None,
