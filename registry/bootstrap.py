@@ -128,7 +128,8 @@ class Container:
 
     def idempotent_call(self, key_hash: str, fingerprint: str) -> IdempotentCall:
         """A POST carrying an Idempotency-Key, for its first writer to join."""
-        return IdempotentCall(key_hash, fingerprint, timedelta(seconds=self.settings.idempotency_ttl))
+        return IdempotentCall(key_hash, fingerprint, timedelta(seconds=self.settings.idempotency_ttl),
+                              self.cipher)
 
     def worker_lock(self) -> WorkerLock:
         """SQLite: the one process that may run the workers holds this (raises otherwise)."""

@@ -10,6 +10,7 @@ answer or runs the call afresh.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,6 +19,9 @@ from registry.api.errors import PROBLEM_MEDIA_TYPE, TYPE_BASE
 from registry.bootstrap import Container
 from registry.domain.errors import ValidationError
 from registry.services.idempotency import StoredResponse, fingerprint, key_hash, validate_key
+
+if TYPE_CHECKING:
+    from registry.adapters.db.idempotency import IdempotentCall
 
 MAX_BODY = 10 * 1024 * 1024  # Litestar's own default request body limit
 log = structlog.get_logger("registry.idempotency")
@@ -30,10 +34,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+class ClientGone(Exception):  # noqa: N818
+    """The client left before sending the whole body: nothing is run."""
+
+
 class IdempotencyMiddleware:
     def __init__(self, app: ASGIApp, container: Container) -> None:
         self.app = app
         self.container = container
+        # Keys being processed by this process: a concurrent retry is refused at once. Across
+        # processes (PostgreSQL) the advisory lock taken in the transaction does the same.
+        self._running: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key = _header(scope, b"idempotency-key") if scope["type"] == "http" else None
@@ -46,13 +57,29 @@ class IdempotencyMiddleware:
         except ValidationError as exc:
             await _problem(send, 400, "validation_error", "Invalid request", exc.detail)
             return
-        body = await _read_body(receive)
+        try:
+            body = await _read_body(receive)
+        except ClientGone:
+            return
         if body is None:
             await _problem(send, 413, "validation_error", "Request too large",
                            f"a request body is at most {MAX_BODY} bytes")
             return
-        call = self.container.idempotent_call(
-            key_hash(credential, "POST", scope["path"], key), fingerprint(body))
+        # A conditional call with another If-Match is another request.
+        condition = (_header(scope, b"if-match") or "").encode("latin-1")
+        call = self.container.idempotent_call(key_hash(credential, "POST", scope["path"], key),
+                                              fingerprint(condition + b"\n" + body))
+        if call.key_hash in self._running:
+            await _problem(send, 409, "idempotency_in_progress", "Request in progress",
+                           "a request with this Idempotency-Key is still being processed; retry later")
+            return
+        self._running.add(call.key_hash)
+        try:
+            await self._run(scope, send, call, body)
+        finally:
+            self._running.discard(call.key_hash)
+
+    async def _run(self, scope: Scope, send: Send, call: IdempotentCall, body: bytes) -> None:
         scope.setdefault("state", {})["idempotency"] = call
         answer: list[Message] = []
 
@@ -86,8 +113,8 @@ async def _read_body(receive: Receive) -> bytes | None:
     size = 0
     while True:
         message = await receive()
-        if message["type"] != "http.request":  # the client left; the app sees an empty body
-            break
+        if message["type"] != "http.request":  # the client left mid-body
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:

@@ -7,7 +7,15 @@ document looser than the server would let clients (and fuzzers) send bodies that
 from __future__ import annotations
 
 from litestar import Litestar
-from litestar.openapi.spec import OpenAPI, Parameter, Schema
+from litestar.openapi.spec import (
+    OpenAPI,
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Parameter,
+    Reference,
+    Schema,
+)
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 
 from registry.api import schemas
@@ -78,15 +86,37 @@ def _strict_bodies() -> list[str]:
     return [*found, schemas.DatasetBody.__name__]
 
 
+_KEYED_ANSWERS = {
+    "409": "idempotency_in_progress: a request with this Idempotency-Key is still running",
+    "413": "validation_error: a keyed request's body is over 10 MiB",
+    "422": "idempotency_conflict: the Idempotency-Key was used with another body or If-Match",
+}
+
+
+def _problem_answer(description: str) -> OpenAPIResponse:
+    return OpenAPIResponse(description=description, content={
+        "application/problem+json": OpenAPIMediaType(schema=Reference("#/components/schemas/Problem"))})
+
+
 def _posts(document: OpenAPI) -> None:
-    """Every POST takes an Idempotency-Key; some bodies are optional."""
+    """Every POST takes an Idempotency-Key, and can answer what the key adds (409, 413, 422,
+    and a replayed answer's header); some bodies are optional."""
+    replayed = OpenAPIHeader(description="`true` on an answer replayed for a repeated "
+                                         "Idempotency-Key", schema=Schema(type=OpenAPIType.STRING))
     for path, item in (document.paths or {}).items():
-        if item.post is None:
+        post = item.post
+        if post is None:
             continue
-        if all(getattr(p, "name", None) != IDEMPOTENCY_KEY.name for p in item.post.parameters or []):
-            item.post.parameters = [*(item.post.parameters or []), IDEMPOTENCY_KEY]
-        if path in _OPTIONAL_BODIES and item.post.request_body is not None:
-            item.post.request_body.required = False
+        if all(getattr(p, "name", None) != IDEMPOTENCY_KEY.name for p in post.parameters or []):
+            post.parameters = [*(post.parameters or []), IDEMPOTENCY_KEY]
+        post.responses = post.responses or {}
+        for status, description in _KEYED_ANSWERS.items():
+            post.responses.setdefault(status, _problem_answer(description))
+        for status, answer in post.responses.items():
+            if status.startswith("2") and isinstance(answer, OpenAPIResponse):
+                answer.headers = {**(answer.headers or {}), "Idempotent-Replayed": replayed}
+        if path in _OPTIONAL_BODIES and post.request_body is not None:
+            post.request_body.required = False
 
 
 def _constrain_gates(components: dict) -> None:

@@ -12,7 +12,7 @@ import structlog
 
 from registry.domain import stages
 from registry.domain.errors import ForbiddenError, GateFailedError, NotFoundError, PreconditionFailedError
-from registry.domain.events import RequestApplied, StageChanged
+from registry.domain.events import RequestApplied, RequestCancelled, StageChanged
 from registry.domain.gates import GateResult
 from registry.domain.model import ModelVersion, RegisteredModel
 from registry.domain.permissions import Role, role_for_transition
@@ -138,39 +138,50 @@ async def move_checked(uow: UnitOfWork, model: RegisteredModel, version: ModelVe
         by_request = {"request": counted.id, "requested_by": counted.requester_principal,
                       "approved_by": [a["principal"] for a in counted.valid_approvals]}
     archived: list[int] = []
-    if target is Stage.PRODUCTION and production is not None:
+    incumbent = production if target is Stage.PRODUCTION else None
+    if incumbent is not None:
         # The incumbent's UPDATE must reach the database before the target's: the partial
         # unique index on production is checked row by row.
-        _move(uow, model, production, Trigger.ARCHIVE, comment, {"superseded_by": version.version})
-        await uow.repo.save_version(production)
-        archived.append(production.version)
+        _move(uow, model, incumbent, Trigger.ARCHIVE, comment, {"superseded_by": version.version})
+        await uow.repo.save_version(incumbent)
+        archived.append(incumbent.version)
     from_stage = version.stage
     gate_results = [r.to_dict() for r in assessment.results]
     _move(uow, model, version, trigger, comment, {"archived": archived, "gates": gate_results},
           audit=by_request)
     await uow.repo.save_version(version)
     # After the moves: transition_request.applied announces a change already recorded.
-    applied = await _close_requests(uow, model, version, target, counted)
+    applied = await _settle_requests(uow, model, version, target, counted, incumbent)
     transition = Transition(from_stage, target, trigger, uow.actor.name, version.updated_at, comment,
                             archived, assessment.results, applied.id if applied else None)
     return TransitionResult(version, transition)
 
 
-async def _close_requests(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion,
-                          target: Stage, counted: RequestRecord | None) -> RequestRecord | None:
-    """Mark the open requests for this very move applied (it happened); return the one whose
-    approvals let it through, if any."""
-    open_ = await uow.repo.open_requests(model, version.version, target.value)
-    if counted is not None and all(r.id != counted.id for r in open_):
-        open_.append(counted)
-    for request in open_:
-        if request.id == getattr(counted, "id", None):
-            request = counted  # the caller's copy carries approvals not yet saved
-        before = request.snapshot()
-        request.state, request.decided_by, request.updated_at = "applied", uow.actor.name, uow.now()
-        await uow.repo.save_request(request)
-        uow.record(model, RequestApplied(model=model.name, version=version.version, before=before,
-                                         after=request.snapshot()))
+async def _settle_requests(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion,
+                           target: Stage, counted: RequestRecord | None,
+                           incumbent: ModelVersion | None) -> RequestRecord | None:
+    """The moves happened: open requests for them (the version to ``target``, the incumbent to
+    archived) are applied. Other open requests of either asked for moves from a stage it has
+    left: they are cancelled, so old approvals never carry a version that came back. Returns
+    ``counted``."""
+    moved = [(version.version, target)]
+    if incumbent is not None:
+        moved.append((incumbent.version, Stage.ARCHIVED))
+    for number, stage in moved:
+        for request in await uow.repo.open_requests(model, number):
+            if counted is not None and request.id == counted.id:
+                request = counted  # the caller's copy carries approvals not yet saved
+            applies = request.to_stage == stage.value
+            before = request.snapshot()
+            request.state = "applied" if applies else "cancelled"
+            request.decided_by, request.updated_at = uow.actor.name, uow.now()
+            if not applies:
+                request.decision_comment = f"version {number} left the stage it was requested from"
+            await uow.repo.save_request(request)
+            event = RequestApplied if applies else RequestCancelled
+            uow.record(model, event(model=model.name, version=number, before=before,
+                                    after=request.snapshot(),
+                                    extra={"request": request.id, "comment": request.decision_comment}))
     return counted
 
 

@@ -967,3 +967,39 @@ async def test_rollback_of_a_missing_or_invisible_model_is_not_found(store: Stor
     await productions_in_turn(store, 2)
     await refused(store, ANN, NotFoundError, lambda uow: rollback_model(RollbackModel("nobody", "x"), uow))
     await refused(store, CHURN_ONLY, NotFoundError, lambda uow: rollback_model(RollbackModel(NAME, "x"), uow))
+
+
+# -- approvals never outlive the stage they were given in -------------------------------------------
+
+
+async def test_approvals_do_not_carry_a_version_that_left_its_stage_and_came_back(store: Store) -> None:
+    await production_and_candidate(store, {"required_approvals": 1, "auto_apply": False})
+    await open_request(store)
+    await decide_as(store, ANN, 1)
+    assert stored(store).state == "approved"
+
+    uow = as_(ADMIN, store)
+    await transition_model_version(TransitionModelVersion(NAME, 2, "archived"), uow)
+
+    assert (stored(store).state, stored(store).decided_by) == ("cancelled", "admin-token")
+    assert "left the stage" in (stored(store).decision_comment or "")
+    assert types(uow) == ["model_version.stage_changed", "transition_request.cancelled"]
+    await transition_model_version(TransitionModelVersion(NAME, 2, "staging"), as_(ADMIN, store))
+    with pytest.raises(GateFailedError) as caught:
+        await transition_model_version(TransitionModelVersion(NAME, 2, "production"), as_(CI, store))
+    assert caught.value.failed == ["approvals"]
+
+
+async def test_promoting_over_an_incumbent_settles_the_incumbents_open_requests(store: Store) -> None:
+    await production_and_candidate(store)
+    await set_rules(store, "staging", {})
+    await open_request(store, version=1, to_stage="archived", comment="retire v1")
+    await move(store, 2, "none")  # v2 back to none, then a request to submit it again
+    await open_request(store, version=2, to_stage="staging", comment="resubmit")
+    await move(store, 2, "staging")  # the request for v2 -> staging is applied by the move
+    await open_request(store, version=2, to_stage="archived", comment="or retire v2")
+
+    await transition_model_version(TransitionModelVersion(NAME, 2, "production"), as_(ANN, store))
+
+    assert stages(store) == {1: "archived", 2: "production"}
+    assert [stored(store, i).state for i in (1, 2, 3)] == ["applied", "applied", "cancelled"]

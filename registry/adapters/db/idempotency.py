@@ -12,7 +12,7 @@ refusal. On SQLite the writers' queue already serialises such calls, so a retry 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,6 +24,11 @@ from registry.services.idempotency import Replay, StoredResponse
 if TYPE_CHECKING:
     from registry.adapters.db.unit_of_work import SqlUnitOfWork
 
+class Cipher(Protocol):
+    def encrypt(self, plaintext: str) -> str: ...
+    def decrypt(self, ciphertext: str) -> str: ...
+
+
 LOCK_SPACE = 0x49444D50  # "IDMP": the first key of the two-key advisory lock space
 STORED_HEADERS = ("content-type", "etag", "location")
 
@@ -32,10 +37,12 @@ class IdempotentCall:
     """One POST with an Idempotency-Key; ``uow`` is the unit of work that joined it, holding its
     transaction open until :meth:`SqlUnitOfWork.finish`."""
 
-    def __init__(self, key_hash: str, fingerprint: str, ttl: timedelta) -> None:
+    def __init__(self, key_hash: str, fingerprint: str, ttl: timedelta, cipher: Cipher) -> None:
         self.key_hash = key_hash
         self.fingerprint = fingerprint
         self.ttl = ttl
+        # Answers can carry secrets shown once (a new token, a webhook secret): encrypted at rest.
+        self.cipher = cipher
         self.uow: SqlUnitOfWork | None = None
 
     async def claim(self, conn: AsyncConnection, now: datetime) -> None:
@@ -56,14 +63,19 @@ class IdempotentCall:
             return
         if row.fingerprint != self.fingerprint:
             raise IdempotencyConflictError(
-                "this Idempotency-Key was used with a different request body")
-        raise Replay(StoredResponse(row.status, dict(row.headers), row.body.encode()))
+                "this Idempotency-Key was used with a different request (body or If-Match)")
+        try:
+            body = self.cipher.decrypt(row.body)
+        except (RuntimeError, ValueError):  # its key was rotated away: as if it had expired
+            await conn.execute(delete(idempotency_t).where(idempotency_t.c.key_hash == self.key_hash))
+            return
+        raise Replay(StoredResponse(row.status, dict(row.headers), body.encode()))
 
     async def store(self, conn: AsyncConnection, response: StoredResponse, now: datetime) -> None:
         headers = {k: v for k, v in response.headers.items() if k in STORED_HEADERS}
         await conn.execute(insert(idempotency_t).values(
             key_hash=self.key_hash, fingerprint=self.fingerprint, status=response.status,
-            headers=headers, body=response.body.decode(), created_at=now))
+            headers=headers, body=self.cipher.encrypt(response.body.decode()), created_at=now))
 
 
 async def prune_keys(conn: AsyncConnection, older_than: datetime) -> int:

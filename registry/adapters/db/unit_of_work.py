@@ -81,10 +81,14 @@ class SqlUnitOfWork:
                 self._savepoint = await self._conn.begin_nested()
                 self._call.uow = self
         except BaseException as exc:
-            if self._conn is not None:
-                await self._conn.close()
-            if self._write_lock is not None:
-                self._write_lock.release()
+            try:
+                if self._conn is not None:
+                    await self._conn.close()
+            finally:
+                self._conn = None
+                if self._write_lock is not None:
+                    self._write_lock.release()
+                    self._write_lock = None
             if isinstance(exc, (OSError, DBAPIError)):
                 raise UnavailableError("the database is unreachable") from exc
             raise

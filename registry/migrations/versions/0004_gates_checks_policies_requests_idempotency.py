@@ -87,7 +87,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('model_versions', schema=None) as batch_op:
+    # Rebuilt on SQLite: keep AUTOINCREMENT, so version row ids are never reused.
+    with op.batch_alter_table('model_versions', schema=None,
+                              table_kwargs={'sqlite_autoincrement': True}) as batch_op:
         batch_op.drop_column('stage_since')
 
     with op.batch_alter_table('version_checks', schema=None) as batch_op:
