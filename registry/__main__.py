@@ -2,7 +2,8 @@
 
 ``serve``, ``worker``, ``migrate`` and ``token create --bootstrap`` work on the database directly (an operator
 on the server host); every other command is an HTTP client of a running service (``registry.cli``,
-with ``REGISTRY_URL`` and ``REGISTRY_TOKEN``).
+with ``REGISTRY_URL`` and ``REGISTRY_TOKEN``), the pipeline commands included (``registry.pipeline``:
+register, checks, gate, promote, rollback, requests).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from registry import cli
+from registry import cli, pipeline
 from registry.config import ConfigError, Settings
 
 DEFAULT_OPENAPI = Path("openapi/openapi.json")
@@ -221,6 +222,8 @@ def parser() -> argparse.ArgumentParser:
     o = sub.add_parser("openapi", help="write the OpenAPI document")
     o.add_argument("--output", type=Path, default=DEFAULT_OPENAPI)
     o.set_defaults(fn=cmd_openapi)
+
+    pipeline.add_commands(sub)
     return p
 
 

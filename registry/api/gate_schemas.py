@@ -159,6 +159,7 @@ class TransitionRequestResponse(Struct):
     requested_by: str
     requester_principal: str
     comment: str | None
+    required_approvals: int | None
     approvals: list[ApprovalBody]
     created_at: datetime
     updated_at: datetime
@@ -170,8 +171,8 @@ class TransitionRequestResponse(Struct):
         approvals = [ApprovalBody(a["principal"], a["actor"], a.get("comment"), a["at"],
                                   a.get("voided_at")) for a in r.approvals]
         return cls(r.id, r.model, r.version, r.to_stage, r.state, r.requested_by,
-                   r.requester_principal, r.comment, approvals, r.created_at, r.updated_at,
-                   r.decided_by, r.decision_comment)
+                   r.requester_principal, r.comment, r.required_approvals, approvals, r.created_at,
+                   r.updated_at, r.decided_by, r.decision_comment)
 
 
 class TransitionRequestList(Struct):

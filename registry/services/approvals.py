@@ -16,7 +16,7 @@ from registry.domain.stages import Stage
 from registry.services.access import check_visible, lock_model
 from registry.services.audit import rfc3339
 from registry.services.commands import DecideRequest, RequestTransition
-from registry.services.gates import assess
+from registry.services.gates import assess, effective_policy
 from registry.services.pagination import check_limit, decode_cursor, page
 from registry.services.ports import Page, RequestQuery, RequestRecord, UnitOfWork
 from registry.services.transitions import move_checked
@@ -39,6 +39,17 @@ def _comment(comment: str | None) -> str | None:
     return comment
 
 
+async def _with_quorum(uow: UnitOfWork, requests: list[RequestRecord]) -> None:
+    """Fill in each request's ``required_approvals`` from the current policy of its stage."""
+    required: dict[tuple[str, str], int] = {}
+    for r in requests:
+        if (r.model, r.to_stage) not in required:
+            model = await uow.repo.get_model(r.model)
+            policy = None if model is None else (await effective_policy(uow, model, Stage(r.to_stage))).policy
+            required[r.model, r.to_stage] = policy.required_approvals if policy is not None else 0
+        r.required_approvals = required[r.model, r.to_stage]
+
+
 async def request_transition(cmd: RequestTransition, uow: UnitOfWork) -> RequestRecord:
     """Open a request for a move the stage table allows (409 otherwise, or when one is open)."""
     target = Stage.parse(cmd.to_stage)
@@ -55,6 +66,7 @@ async def request_transition(cmd: RequestTransition, uow: UnitOfWork) -> Request
         uow.record(model, RequestCreated(model=model.name, version=version.version,
                                          after=request.snapshot(),
                                          extra={"request": request.id, "comment": cmd.comment}))
+        await _with_quorum(uow, [request])
         await uow.commit()
     return request
 
@@ -81,6 +93,7 @@ async def decide(cmd: DecideRequest, uow: UnitOfWork) -> Decision:
         else:
             decision = _close(uow, model, request, cmd)
             await uow.repo.save_request(request)
+        await _with_quorum(uow, [decision.request])
         await uow.commit()
     return decision
 
@@ -138,8 +151,9 @@ async def _approve(uow: UnitOfWork, model: RegisteredModel, request: RequestReco
 async def get_request(request_id: int, uow: UnitOfWork) -> RequestRecord:
     async with uow:
         request = await uow.repo.get_request(request_id)
-    if request is None or not visible(uow.actor.models, request.model):
-        raise NotFoundError(f"transition request {request_id} does not exist")
+        if request is None or not visible(uow.actor.models, request.model):
+            raise NotFoundError(f"transition request {request_id} does not exist")
+        await _with_quorum(uow, [request])
     return request
 
 
@@ -155,4 +169,5 @@ async def list_requests(model: str | None, state: str | None, requester: str | N
     query = RequestQuery(uow.actor.models, model, state, requester)
     async with uow:
         rows = await uow.repo.list_requests(query, before, limit + 1)
+        await _with_quorum(uow, rows)
     return Page(*page(rows, limit, lambda r: r.id))

@@ -4,7 +4,7 @@ tests of the services implement them in memory."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -128,6 +128,8 @@ class RequestRecord:
     updated_at: datetime
     decided_by: str | None = None
     decision_comment: str | None = None
+    # What the current policy of ``to_stage`` asks for; filled in by the services that answer.
+    required_approvals: int | None = field(default=None, compare=False)
 
     @property
     def valid_approvals(self) -> list[dict[str, Any]]:
