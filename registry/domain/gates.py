@@ -126,9 +126,12 @@ def _metric_rules(value: Any) -> dict[str, dict[str, float]]:
 
 
 def check_name(name: str, what: str = "check name") -> str:
-    """Check names: 1-200 visible characters (``ci/unit-tests``, ``eval:holdout``)."""
-    if not 1 <= len(name) <= 200 or not name.isprintable() or name != name.strip():
-        raise ValidationError(f"{what}: names are 1 to 200 printable characters, no space at either end")
+    """Check names: 1-200 characters without control characters or space at either end
+    (``ci/unit-tests``, ``eval:holdout``), as the API document's pattern says."""
+    if (not 1 <= len(name) <= 200 or name != name.strip()
+            or any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in name)):
+        raise ValidationError(f"{what}: names are 1 to 200 characters, without control characters "
+                              "or space at either end")
     return name
 
 

@@ -45,12 +45,17 @@ Ctx = dict[str, Any]
 class Prep:
     """What the admin creates before a cell's request: the model (unless ``create`` is false),
     ``versions`` versions, then ``moves`` (version, stage) in order, then ``aliases``
-    (alias, version, protected)."""
+    (alias, version, protected), ``checks`` (version, name, status) and ``policies`` (stage,
+    rules), and last ``requests`` (version, to_stage): transition requests opened by the admin,
+    whose principal is none of the role tokens' (the cell's ``request_id`` is the last one)."""
 
     create: bool = True
     versions: int = 0
     moves: tuple[tuple[int, str], ...] = ()
     aliases: tuple[tuple[str, int, bool], ...] = ()
+    checks: tuple[tuple[int, str, str], ...] = ()
+    policies: tuple[tuple[str, dict[str, Any]], ...] = ()
+    requests: tuple[tuple[int, str], ...] = ()
 
 
 NOTHING = Prep(create=False)
@@ -69,7 +74,17 @@ def prepare(admin: httpx.Client, name: str, prep: Prep) -> Ctx:
     for alias, version, protected in prep.aliases:
         ok(admin.put(f"{API}/models/{seg(name)}/aliases/{alias}",
                      json={"version": version, "protected": protected}), 200)
-    return {"m": name}
+    for version, check, status in prep.checks:
+        ok(admin.post(f"{API}/models/{seg(name)}/versions/{version}/checks",
+                      json={"name": check, "status": status}), 201)
+    for stage, rules in prep.policies:
+        ok(admin.put(f"{API}/models/{seg(name)}/policies/{stage}", json=rules), 200)
+    ctx: Ctx = {"m": name}
+    for version, stage in prep.requests:
+        r = ok(admin.post(f"{API}/models/{seg(name)}/versions/{version}/transition-requests",
+                          json={"to_stage": stage, "comment": "setup"}), 201)
+        ctx["request_id"] = r.json()["id"]
+    return ctx
 
 
 def ok(response: httpx.Response, status: int) -> httpx.Response:
@@ -121,8 +136,9 @@ def global_read(id: str, operation: str, path: str, check: Callable[..., None] |
 
 
 def write(id: str, operation: str, method: str, path: str, least: str, status: int, prep: Prep,
-          body: dict[str, Any] | None = None, out: int | None = 404) -> Row:
-    return Row(id, operation, method, API + path, least, status, body=body, prep=prep, out=out)
+          body: dict[str, Any] | None = None, out: int | None = 404,
+          check: Callable[[httpx.Response, Ctx, str, Any], None] | None = None) -> Row:
+    return Row(id, operation, method, API + path, least, status, body=body, prep=prep, out=out, check=check)
 
 
 def system(operation: str, method: str, path: str, body: dict[str, Any] | None = None) -> Row:
@@ -235,8 +251,63 @@ def _lineage_v1(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
                                                   ("register", "transition", "transition")], events
 
 
+def _checks(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    assert [(i["name"], i["status"]) for i in r.json()["items"]] == [("ci/unit", "success")]
+
+
+def _gates(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    body = r.json()
+    assert body["allowed"] is False, body
+    assert [(g["gate"], g["passed"]) for g in body["results"]] == [("stage_table", True), ("check:ci/unit", False)]
+
+
+def _policy(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    body = r.json()
+    assert (body["source"], body["rules"]["required_checks"]) == ("model", ["ci/unit"]), body
+
+
+def _own_requests(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    assert [(i["id"], i["model"]) for i in r.json()["items"]] == [(ctx["request_id"], ctx["m"])]
+
+
+def _in_scope_requests(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    models = {i["model"] for i in world.all_items(role, f"{API}/transition-requests")}
+    assert world.read_model["in"] in models
+    assert all(fnmatchcase(m, SCOPE) for m in models), models
+
+
+def _request(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    body = r.json()
+    assert (body["id"], body["model"], body["state"]) == (ctx["request_id"], ctx["m"], "pending")
+
+
+def _opened(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    body = r.json()
+    assert (body["model"], body["state"], body["requested_by"]) == (ctx["m"], "pending", f"perm-{role}")
+
+
+def _approved(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    body = r.json()   # the one approval the policy asks for: the move is applied at once
+    assert (body["applied"], body["request"]["state"], body["version"]["stage"]) == (True, "applied", "production")
+
+
+def _closed_as(state: str) -> Callable[[httpx.Response, Ctx, str, Any], None]:
+    def check(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+        body = r.json()
+        assert (body["applied"], body["request"]["state"], body["request"]["decided_by"]) == (
+            False, state, f"perm-{role}")
+    return check
+
+
+def _rolled_back(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    body = r.json()
+    assert (body["version"]["version"], body["version"]["stage"], body["transition"]["archived"]) == (
+        1, "production", [2])
+
+
 READ_PREP = Prep(versions=2, moves=((1, "staging"), (1, "production"), (2, "staging")),
-                 aliases=(("champion", 1, False),))
+                 aliases=(("champion", 1, False),), checks=((1, "ci/unit", "success"),),
+                 policies=(("production", {"required_checks": ["ci/unit"]}),), requests=((2, "production"),))
 STAGING = Prep(versions=1, moves=((1, "staging"),))
 PRODUCTION = Prep(versions=1, moves=((1, "staging"), (1, "production")))
 ARCHIVED = Prep(versions=1, moves=((1, "archived"),))
@@ -244,6 +315,10 @@ ARCHIVED = Prep(versions=1, moves=((1, "archived"),))
 REPLACED = Prep(versions=2, moves=((1, "staging"), (1, "production"), (2, "staging"), (2, "production")))
 ALIASED = Prep(versions=2, aliases=(("candidate", 1, False),))
 PROTECTED = Prep(versions=2, aliases=(("champion", 1, True),))
+POLICY = Prep(policies=(("production", {"required_checks": ["ci"]}),))
+# v1 in staging, a policy asking for one approval, and the admin's request to promote v1.
+REQUESTED = Prep(versions=1, moves=((1, "staging"),), policies=(("production", {"required_approvals": 1}),),
+                 requests=((1, "production"),))
 
 TABLE: tuple[Row, ...] = (
     # reads of a visible model: every role; a model out of scope does not exist
@@ -298,6 +373,32 @@ TABLE: tuple[Row, ...] = (
     transition("rollback", "releaser", "production", REPLACED, comment="v2 misbehaves"),
     # a version's lineage: a read like any other of the model
     read("getVersionLineage", "getVersionLineage", "/models/{m}/versions/1/lineage", _lineage_v1),
+    # CI/CD gates: a version's checks, the gates report and the policies are read by every role;
+    # editors report checks and ask for moves, releasers decide and roll back, admins set policies.
+    read("listChecks", "listChecks", "/models/{m}/versions/1/checks", _checks),
+    read("checkGates", "checkGates", "/models/{m}/versions/2/gates", _gates, to_stage="production"),
+    read("getPolicy", "getPolicy", "/models/{m}/policies/production", _policy),
+    write("reportCheck", "reportCheck", "POST", "/models/{m}/versions/1/checks", "editor", 201, ONE,
+          {"name": "ci/unit", "status": "success"}),
+    write("setPolicy", "setPolicy", "PUT", "/models/{m}/policies/production", "admin", 200, MODEL,
+          {"required_approvals": 1}),
+    write("deletePolicy", "deletePolicy", "DELETE", "/models/{m}/policies/production", "admin", 204, POLICY),
+    write("rollbackModel", "rollbackModel", "POST", "/models/{m}/rollback", "releaser", 200, REPLACED,
+          {"comment": "v2 misbehaves"}, check=_rolled_back),
+    write("requestTransition", "requestTransition", "POST", "/models/{m}/versions/1/transition-requests",
+          "editor", 201, STAGING, {"to_stage": "production"}, check=_opened),
+    read("listTransitionRequests", "listTransitionRequests", "/transition-requests", _own_requests,
+         model="{m}"),
+    global_read("listTransitionRequests-all", "listTransitionRequests", f"{API}/transition-requests",
+                _in_scope_requests),
+    read("getTransitionRequest", "getTransitionRequest", "/transition-requests/{request_id}", _request),
+    write("approveTransitionRequest", "approveTransitionRequest", "POST", "/transition-requests/{request_id}/approve",
+          "releaser", 200, REQUESTED, {"comment": "ok"}, check=_approved),
+    write("rejectTransitionRequest", "rejectTransitionRequest", "POST", "/transition-requests/{request_id}/reject",
+          "releaser", 200, REQUESTED, {"comment": "no"}, check=_closed_as("rejected")),
+    # cancelling: the requester's principal (the admin's here, none of the role tokens') or an admin
+    write("cancelTransitionRequest", "cancelTransitionRequest", "POST", "/transition-requests/{request_id}/cancel",
+          "admin", 200, REQUESTED, check=_closed_as("cancelled")),
     # tokens: admins of the whole registry only. Every token here is limited to SCOPE, so every
     # role, admin included, is refused (the unscoped admin is tested in test_access_api.py).
     Row("createToken", "createToken", "POST", f"{API}/tokens", None, 403, {"name": "{m}", "role": "viewer"},
@@ -345,6 +446,7 @@ class World:
         self.admin = httpx.Client(base_url=server.url, headers=server.headers, timeout=30.0)
         self.clients: dict[str, httpx.Client] = {}
         self.read_model: dict[str, str] = {}
+        self.read_request: dict[str, int] = {}
         self.contexts: dict[str, Ctx | Exception] = {}
         self.webhook_id: int | None = None
 
@@ -359,7 +461,8 @@ class World:
             self.clients[role] = httpx.Client(base_url=server.url, timeout=30.0,
                                               headers={"Authorization": f"Bearer {r.json()['token']}"})
         for scope, prefix in (("in", IN), ("out", OUT)):
-            self.read_model[scope] = prepare(self.admin, f"{prefix}read-{self.uid}", READ_PREP)["m"]
+            read = prepare(self.admin, f"{prefix}read-{self.uid}", READ_PREP)
+            self.read_model[scope], self.read_request[scope] = read["m"], read["request_id"]
         # A subscription no event reaches (nothing here disables one), at a global address: the
         # server refuses private ones.
         r = ok(self.admin.post(f"{API}/webhooks", json={"url": "https://192.0.0.9/perm",
@@ -376,7 +479,8 @@ class World:
     def _prepare_cell(self, row: Row, role: str, scope: str, at: str) -> Ctx:
         prefix = OUT if scope == "out" else IN
         if row.prep is None:
-            return {} if scope == "na" else {"m": self.read_model[scope], "at": at}
+            return {} if scope == "na" else {"m": self.read_model[scope], "at": at,
+                                             "request_id": self.read_request[scope]}
         ctx = prepare(self.admin, f"{prefix}{row.id.lower()}-{role}-{self.uid}", row.prep)
         if row.operation == "revokeToken":
             r = ok(self.admin.post(f"{API}/tokens", json={"name": f"victim-{role}", "role": "viewer"}), 201)

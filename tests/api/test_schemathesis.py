@@ -1,14 +1,16 @@
 """Schemathesis over every operation of the committed OpenAPI document, against a real server.
 
 The run is authenticated as admin and works on seeded data: before the fuzzing starts, a few models
-with versions in every stage, three aliases and a few webhooks (each with a delivery) are created
-through the API, and every generated path parameter is, three times in four, replaced by a seeded
-value (a model, a version of it, an alias, a stage, a webhook and its delivery, a lineage sink), so
-that every operation reaches its 2xx branch as well as its refusals. ``deleteModel`` is steered to
-disposable names created just before the call, every ``deleteWebhook`` to a disposable webhook, and
-the aliases are put back before the alias reads and deletes, so no operation destroys what the next
-one needs. The server refuses private webhook targets, as in production: a fuzzed URL names a host
-that does not resolve or a refused address, and is refused at once (400, see ``filter_failure``).
+with versions in every stage, three aliases, a few webhooks (each with a delivery) and a few
+transition requests (opened by an editor, so the admin may approve them) are created through the
+API, and every generated path parameter is, three times in four, replaced by a seeded value (a
+model, a version of it, an alias, a stage, a webhook and its delivery, a lineage sink, a
+transition request), so that every operation reaches its 2xx branch as well as its refusals.
+``deleteModel`` is steered to disposable names created just before the call, every ``deleteWebhook``
+to a disposable webhook, and the aliases are put back before the alias reads and deletes, so no
+operation destroys what the next one needs. The server refuses private webhook targets, as in
+production: a fuzzed URL names a host that does not resolve or a refused address, and is refused
+at once (400, see ``filter_failure``).
 
 Checks: every built-in response check of schemathesis 4 (``not_a_server_error``,
 ``status_code_conformance``, ``content_type_conformance``, ``response_schema_conformance``,
@@ -17,7 +19,8 @@ The refusals that are correct for well-formed requests are declared per operatio
 (``positive_data_acceptance`` then accepts them); any 5xx is always a failure.
 
 Each operation also gets one explicit example (``HAPPY_PATHS``) on a model of its own, which must
-answer 2xx. The statuses seen are recorded per backend and operation;
+answer 2xx (the gates examples have three: checks, gates and policies; rollback; transition
+requests, each decided on a fresh one). The statuses seen are recorded per backend and operation;
 ``test_every_operation_returned_2xx`` (which runs after the fuzzing of its backend, as pytest keeps
 file order within a module-scoped parameter) fails when an operation never answered 2xx, and prints
 the summary: operations, cases generated, failing operations.
@@ -25,7 +28,10 @@ the summary: operations, cases generated, failing operations.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -84,12 +90,26 @@ EXPECTED: dict[str, list[str]] = {
     "redeliverLineage": ["404", "409"],
     "recoverLineage": [],
     "getVersionLineage": ["404"],
+    "reportCheck": ["404"],
+    "listChecks": ["404"],
+    "checkGates": ["404"],
+    "setPolicy": ["404"],                   # and rules no schema can judge: see filter_failure
+    "getPolicy": ["404"],
+    "deletePolicy": ["404"],                # 404: the model has no policy of its own for the stage
+    "rollbackModel": ["404", "412", "422"],
+    "requestTransition": ["404", "409"],    # 409: no such edge, or one is open for the move
+    "listTransitionRequests": [],
+    "getTransitionRequest": ["404"],
+    "approveTransitionRequest": ["403", "404", "409"],   # 403: a request the admin opened itself
+    "rejectTransitionRequest": ["404", "409"],
+    "cancelTransitionRequest": ["404", "409"],
 }
 
 CONFIG = schemathesis.Config.from_dict({
     "seed": 20260602,
     "suppress-health-check": ["filter_too_much", "too_slow", "data_too_large"],
-    "generation": {"max-examples": 50, "deterministic": True, "database": "none"},
+    "generation": {"max-examples": int(os.environ.get("REGISTRY_FUZZ_EXAMPLES", "20")),
+                   "deterministic": True, "database": "none"},
     "operations": [
         {"include-operation-id": op,
          "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", *refusals]}}}
@@ -114,6 +134,14 @@ FUZZED_HOOKS = 3
 HAPPY_HOOKS = ("happy", "redeliver")
 SINKS = ["file", "http"]
 EXAMPLE_ID = "st-example-"   # X-Request-ID prefix of the explicit examples (and their log lines)
+# Gates: the explicit examples' own models (checks, gates and policies; rollback; transition
+# requests), and the requests the fuzzing is steered to, opened by an editor other than the run's
+# admin so that the admin may approve them.
+GATES, ROLLBACK, REQUESTS = "st-gates", "st-rollback", "st-requests"
+REQUESTER = "st-requester"
+SEEDED_REQUESTS = (("st-alpha", 4, "staging"), ("st-alpha", 5, "staging"), ("st-beta", 2, "staging"),
+                   ("st-beta", 3, "archived"))
+POLICY_STAGES = ["staging", "production"]
 
 
 def _seed(server: Server) -> None:
@@ -161,9 +189,49 @@ def _seed(server: Server) -> None:
         move(HAPPY, 1, "staging")
         for (name, alias), version in ALIASES.items():
             ok(c.put(f"/models/{name}/aliases/{alias}", json={"version": version}))
+        _seed_gates(c, server, ok, move)
+
+
+def _seed_gates(c: httpx.Client, server: Server, ok: Callable[[httpx.Response], None],
+                move: Callable[..., None]) -> None:
+    """The gates examples' models, the requester's token, and the requests fuzzing is steered to."""
+    for name, versions in {GATES: 1, ROLLBACK: 2, REQUESTS: 0}.items():
+        ok(c.post("/models", json={"name": name}))
+        for _ in range(versions):
+            ok(c.post(f"/models/{name}/versions", json={"source": f"s3://bucket/{name}", "run_id": "run-1",
+                                                        "metrics": {"auc": 0.9}}))
+    move(GATES, 1, "staging")
+    ok(c.post(f"/models/{GATES}/versions/1/checks", json={"name": "ci/unit", "status": "success"}))
+    ok(c.put(f"/models/{GATES}/policies/production",
+             json={"required_checks": ["ci/unit"], "metrics": {"auc": {"min": 0.5}}}))
+    move(ROLLBACK, 1, "staging", "production")
+    move(ROLLBACK, 2, "staging", "production")   # v1 archived: the version a rollback brings back
+    created = c.post("/tokens", json={"name": REQUESTER, "role": "editor"})
+    ok(created)
+    requester = httpx.Client(base_url=server.api, timeout=30,
+                             headers={"Authorization": f"Bearer {created.json()['token']}"})
+    REQUESTERS[server.url] = requester
+    opened = [requester.post(f"/models/{name}/versions/{version}/transition-requests",
+                             json={"to_stage": stage, "comment": "seed"})
+              for name, version, stage in SEEDED_REQUESTS]
+    for r in opened:
+        ok(r)
+    assert [r.json()["id"] for r in opened] == list(range(1, len(SEEDED_REQUESTS) + 1)), "not a fresh database"
+
+
+def _fresh_request(c: httpx.Client, server: Server) -> tuple[int, int]:
+    """A new version of REQUESTS and the requester's open request to stage it: (version, id)."""
+    r = c.post(f"/models/{REQUESTS}/versions", json={"source": f"s3://bucket/{REQUESTS}"})
+    assert r.status_code == 201, r.text
+    version = r.json()["version"]
+    opened = REQUESTERS[server.url].post(f"/models/{REQUESTS}/versions/{version}/transition-requests",
+                                         json={"to_stage": "staging"})
+    assert opened.status_code == 201, opened.text
+    return version, opened.json()["id"]
 
 
 HOOKS: dict[str, dict[str, int]] = {}   # server url -> {"happy": id, "redeliver": id}
+REQUESTERS: dict[str, httpx.Client] = {}   # server url -> the requester's client
 
 
 def _first_delivery(c: httpx.Client, path: str, timeout: float = 30.0) -> int:
@@ -198,6 +266,11 @@ def _steered(operation_id: str, params: set[str]) -> st.SearchStrategy[dict[str,
             return st.tuples(hook, st.integers(min_value=1, max_value=FUZZED_HOOKS)).map(
                 lambda hd: {"webhook_id": hd[0], "delivery_id": hd[1]})
         return hook.map(lambda h: {"webhook_id": h})
+    if "request_id" in params:
+        return st.integers(min_value=1, max_value=len(SEEDED_REQUESTS)).map(lambda i: {"request_id": i})
+    if operation_id in {"setPolicy", "getPolicy", "deletePolicy"}:
+        return st.tuples(_seeded_name, st.sampled_from(POLICY_STAGES)).map(
+            lambda ns: {"name": ns[0], "stage": ns[1]})
     if "sink" in params:
         sink = st.sampled_from(SINKS)
         if "delivery_id" in params:
@@ -337,6 +410,28 @@ HAPPY_PATHS: dict[str, dict[str, Any]] = {
     "redeliverLineage": {"path_parameters": {"sink": "file", "delivery_id": 1}},
     "recoverLineage": {"path_parameters": {"sink": "file"}, "body": {"since": "2020-01-01T00:00:00Z"}},
     "getVersionLineage": {"path_parameters": {"name": HAPPY, "version": 1}},
+    "reportCheck": {"path_parameters": {"name": GATES, "version": 1},
+                    "body": {"name": "ci/e2e", "status": "success", "details_url": "https://ci.example/runs/1",
+                             "summary": "all green"}},
+    "listChecks": {"path_parameters": {"name": GATES, "version": 1}},
+    "checkGates": {"path_parameters": {"name": GATES, "version": 1},
+                   "query": {"to_stage": "production", "comment": "happy"}},
+    "setPolicy": {"path_parameters": {"name": GATES, "stage": "production"},
+                  "body": {"metrics": {"auc": {"min": 0.5, "min_delta_vs_production": -0.1}},
+                           "required_checks": ["ci/unit"], "required_approvals": 0, "auto_apply": True,
+                           "min_staging_seconds": 0, "required_fields": ["run_id"]}},
+    "getPolicy": {"path_parameters": {"name": GATES, "stage": "production"}},
+    "deletePolicy": {"path_parameters": {"name": GATES, "stage": "staging"}},
+    "rollbackModel": {"path_parameters": {"name": ROLLBACK}, "body": {"comment": "happy rollback"}},
+    # The version and the request ids are put in by ``_prepare`` (a fresh one each time).
+    "requestTransition": {"path_parameters": {"name": REQUESTS, "version": 1},
+                          "body": {"to_stage": "staging", "comment": "happy"}},
+    "listTransitionRequests": {"query": {"model": REQUESTS, "state": "pending", "requester": REQUESTER,
+                                         "limit": 5}},
+    "getTransitionRequest": {"path_parameters": {"request_id": 1}},
+    "approveTransitionRequest": {"path_parameters": {"request_id": 1}, "body": {"comment": "happy"}},
+    "rejectTransitionRequest": {"path_parameters": {"request_id": 1}, "body": {"comment": "happy"}},
+    "cancelTransitionRequest": {"path_parameters": {"request_id": 1}, "body": {"comment": "happy"}},
 }
 
 
@@ -351,13 +446,15 @@ def before_add_examples(context: schemathesis.HookContext, examples: list[schema
 @schema.hook
 def filter_failure(context: schemathesis.HookContext, failure: Any, case: schemathesis.Case,
                    response: schemathesis.Response) -> bool:
-    """Keep every failure but two, both 400s for what no schema can tell:
+    """Keep every failure but three, all 400s for what no schema can tell:
 
     - a cursor this service never issued: cursors are opaque, so no schema can tell a forged one
       from a real one;
     - a webhook URL the service will not send to (its host does not resolve, or resolves to a
       refused address) or event type globs that match no event type: that depends on DNS and on
-      the set of event types, not on the form.
+      the set of event types, not on the form;
+    - policy rules that contradict each other or the stage (a metric's min above its max, a
+      metric without a bound, a time in staging required for entering staging).
 
     Only the service's own answer for those reasons is let through: a 400 from the schema
     validation (with ``errors``), or with any other detail, still fails.
@@ -373,8 +470,12 @@ def filter_failure(context: schemathesis.HookContext, failure: Any, case: schema
         if (case.query or {}).get("cursor") is not None and "cursor" in detail:
             return False
         op = case.operation.definition.raw.get("operationId")
-        refused = "errors" not in problem and any(marker in detail for marker in WEBHOOK_REFUSALS)
-        return not (op in {"createWebhook", "updateWebhook"} and refused)
+        if "errors" in problem:
+            return True
+        if op in {"createWebhook", "updateWebhook"}:
+            return not any(marker in detail for marker in WEBHOOK_REFUSALS)
+        if op == "setPolicy" and any(marker in detail for marker in POLICY_REFUSALS):
+            return False
     return True
 
 
@@ -382,6 +483,9 @@ def filter_failure(context: schemathesis.HookContext, failure: Any, case: schema
 # webhooks.py, registry/services/webhooks.py).
 WEBHOOK_REFUSALS = ("the URL ", "plain http ", " does not resolve", " resolves to ",
                     " is a cloud metadata address", " is not a valid host name", " matches no event type")
+# ... and a policy whose rules the schema allows one by one (registry/domain/gates.py).
+POLICY_REFUSALS = (": min is above max", ": give at least one of ",
+                   "min_staging_seconds is a rule for entering production")
 
 
 # backend -> operationId -> Counter(status), for the requests made with the operation's own method
@@ -428,6 +532,7 @@ def seeded(server: Server) -> Iterator[Server]:
         _CLIENTS[server.url] = client
         yield server
         del _CLIENTS[server.url]
+        REQUESTERS.pop(server.url).close()
 
 
 def _prepare(case: schemathesis.Case, server: Server) -> None:
@@ -471,11 +576,44 @@ def _prepare(case: schemathesis.Case, server: Server) -> None:
         case.path_parameters.update(webhook_id=hook, delivery_id=_first_delivery(c, f"/webhooks/{hook}/deliveries"))
     elif op == "redeliverLineage":
         case.path_parameters["delivery_id"] = _first_delivery(c, "/lineage/sinks/file/deliveries")
+    elif op == "deletePolicy":
+        c.put(f"/models/{GATES}/policies/staging", json={})
+    elif op == "requestTransition":
+        r = c.post(f"/models/{REQUESTS}/versions", json={"source": f"s3://bucket/{REQUESTS}"})
+        assert r.status_code == 201, r.text
+        case.path_parameters["version"] = r.json()["version"]
+    elif op in {"getTransitionRequest", "approveTransitionRequest", "rejectTransitionRequest",
+                "cancelTransitionRequest"}:
+        case.path_parameters["request_id"] = _fresh_request(c, server)[1]
     elif op == "transitionModelVersion":   # v1 back to staging, whatever a previous run left
         stage = c.get(f"/models/{HAPPY}/versions/1").json()["stage"]
         for target in {"production": ["archived", "staging"], "archived": ["staging"],
                        "none": ["staging"]}.get(stage, []):
             c.post(f"/models/{HAPPY}/versions/1/transitions", json={"to_stage": target})
+
+
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_KEYED = "~st~"
+
+
+def _key_per_request(case: schemathesis.Case) -> None:
+    """A fuzzed ``Idempotency-Key`` that an earlier case sent with another body is rightly refused
+    with 422 ``idempotency_conflict``, which no schema can tell from the request alone. So each
+    valid key gets a digest of what the service fingerprints (the body and ``If-Match``): a key
+    repeated with the same request still replays the stored answer, and never conflicts. Invalid
+    keys (negative cases) are left as they are; the suffix is put on once, as cases are shared by
+    both backends' runs."""
+    headers = case.headers or {}
+    name = next((h for h in headers if h.lower() == "idempotency-key"), None)
+    if name is None or not isinstance(headers[name], str) or not _KEY.fullmatch(headers[name]):
+        return
+    condition = next((str(v) for h, v in headers.items() if h.lower() == "if-match"), "")
+    # In the body's own key order: the service fingerprints the bytes, so reordered keys are
+    # another request.
+    request = json.dumps([case.body if not isinstance(case.body, bytes) else case.body.hex(), condition],
+                         default=repr)
+    digest = hashlib.sha256(request.encode()).hexdigest()[:16]
+    headers[name] = f"{headers[name].split(_KEYED)[0][:200]}{_KEYED}{digest}"
 
 
 def _is_example(case: schemathesis.Case) -> bool:
@@ -488,6 +626,7 @@ def test_api(case: schemathesis.Case, seeded: Server, server_backend: str) -> No
         pytest.fail(f"the server exited ({seeded.process.returncode}); log tail:\n"
                     + "\n".join(seeded.log.read_text().splitlines()[-30:]))
     _prepare(case, seeded)
+    _key_per_request(case)
     op = case.operation.definition.raw.get("operationId")
     # Cases are shared by both backends' runs: the token goes in per call, never into the case.
     admin = _is_example(case) or (case.headers or {}).get("Authorization") == ADMIN

@@ -134,7 +134,7 @@ class TransitionRequestController(Controller):
     path = "/transition-requests"
     tags = ["gates"]
 
-    @get("", operation_id="listTransitionRequests", responses=problem_responses(400))
+    @get("", operation_id="listTransitionRequests", responses=problem_responses(400, 404))
     async def list(
         self, request: Request[Any, Any, Any],
         model: Annotated[str | None, QueryParameter(max_length=256, pattern=NO_NUL)] = None,
