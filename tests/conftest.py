@@ -14,15 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from registry.adapters.db import migrate
 from registry.bootstrap import Container, build
 from registry.config import Settings
 from tests.support import (
     Server,
-    create_pg_database,
     drop_pg_database,
+    migrated_pg_database,
+    migrated_sqlite_url,
     server_for,
-    sqlite_url,
 )
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -68,17 +67,10 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-async def _new_database(backend: str, tmp: Path) -> str:
-    return sqlite_url(tmp) if backend == "sqlite" else await create_pg_database()
-
-
 @pytest.fixture
 async def database_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, migrated database for one test."""
-    url = await _new_database(backend, tmp_path)
-    import asyncio
-
-    await asyncio.to_thread(migrate.upgrade, url)
+    """A fresh database at the latest revision for one test (a copy of one migrated database)."""
+    url = migrated_sqlite_url(tmp_path) if backend == "sqlite" else await migrated_pg_database()
     yield url
     if backend == "postgresql":
         await drop_pg_database(url)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import os
 import secrets
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Executable
 
+from registry.adapters.db import migrate
 from registry.adapters.db.engine import create_engine, is_sqlite
 
 PG_ENV = "REGISTRY_TEST_DATABASE_URL"
@@ -45,16 +50,48 @@ def _asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def create_pg_database() -> str:
-    """A new, empty database beside the configured one; returns its SQLAlchemy URL."""
+async def create_pg_database(template: str | None = None) -> str:
+    """A new database beside the configured one (empty, or a copy of ``template``); returns its
+    SQLAlchemy URL."""
     base = make_url(postgres_url())
     name = f"{base.database}_{uuid.uuid4().hex[:10]}"
     conn = await asyncpg.connect(_asyncpg_dsn(postgres_url()))
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     finally:
         await conn.close()
     return base.set(database=name).render_as_string(hide_password=False)
+
+
+# Databases at the latest revision, made once per run by the real migrations and then copied: a
+# copy costs a fraction of running every migration again for each test and each server. The
+# migrations themselves are tested from empty databases (tests/integration/test_migration*.py).
+_migrated: dict[str, str] = {}
+
+
+async def migrated_pg_database() -> str:
+    """A new PostgreSQL database at the latest revision (CREATE DATABASE ... TEMPLATE)."""
+    if "postgresql" not in _migrated:
+        url = await create_pg_database()
+        await asyncio.to_thread(migrate.upgrade, url)
+        _migrated["postgresql"] = make_url(url).database or ""
+        atexit.register(lambda: asyncio.run(drop_pg_database(url)))
+    return await create_pg_database(template=_migrated["postgresql"])
+
+
+def migrated_sqlite_url(directory: Path) -> str:
+    """A SQLite database at the latest revision in ``directory`` (a copy of one migrated file)."""
+    if "sqlite" not in _migrated:
+        made = Path(tempfile.mkdtemp(prefix="registry-template-"))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # it runs its own event loop
+            pool.submit(migrate.upgrade, sqlite_url(made)).result()
+        with sqlite3.connect(made / "registry.db") as db:  # everything into the main file
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        _migrated["sqlite"] = str(made / "registry.db")
+        atexit.register(shutil.rmtree, made, True)
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_migrated["sqlite"], directory / "registry.db")
+    return sqlite_url(directory)
 
 
 async def drop_pg_database(url: str) -> None:
@@ -95,15 +132,16 @@ class Server:
 
 @contextmanager
 def run_server(database_url: str, data_dir: Path, workers: int = 1,
-               extra_env: dict[str, str] | None = None) -> Iterator[Server]:
-    """Run ``python -m registry serve`` as a real process on loopback until the block ends."""
+               extra_env: dict[str, str] | None = None, migrated: bool = False) -> Iterator[Server]:
+    """Run ``python -m registry serve`` as a real process on loopback until the block ends
+    (on PostgreSQL after ``python -m registry migrate``, unless the database is ``migrated``)."""
     port = free_port()
     token = "mrt_test_" + secrets.token_urlsafe(24)
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
     env.update(REGISTRY_DATABASE_URL=database_url, REGISTRY_DATA_DIR=str(data_dir),
                REGISTRY_BOOTSTRAP_TOKEN=token, REGISTRY_LOG_FORMAT="json", **(extra_env or {}))
     log = data_dir / f"serve-{port}.log"
-    if not database_url.startswith("sqlite"):  # as in production: migrate first, then serve
+    if not migrated and not database_url.startswith("sqlite"):  # as in production: migrate, serve
         subprocess.run([sys.executable, "-m", "registry", "migrate"], cwd=REPO, env=env, check=True,
                        capture_output=True)
     with log.open("wb") as out:
@@ -129,9 +167,9 @@ def run_server(database_url: str, data_dir: Path, workers: int = 1,
 def server_for(backend: str, data_dir: Path, workers: int = 1,
                extra_env: dict[str, str] | None = None) -> Iterator[Server]:
     """A server on a fresh database of ``backend`` ("sqlite" or "postgresql"), dropped afterwards."""
-    url = sqlite_url(data_dir) if backend == "sqlite" else run(create_pg_database())
+    url = migrated_sqlite_url(data_dir) if backend == "sqlite" else run(migrated_pg_database())
     try:
-        with run_server(url, data_dir, workers=workers, extra_env=extra_env) as srv:
+        with run_server(url, data_dir, workers=workers, extra_env=extra_env, migrated=True) as srv:
             yield srv
     finally:
         if backend == "postgresql":
