@@ -3,8 +3,9 @@
 
 Exit codes: 0 ok or allowed; 1 refused (a gate failed, a 4xx refusal, a rejected or cancelled
 request, a wait that timed out); 2 a usage error, an unreachable server or an unexpected answer
-(a 5xx included). Output is for people unless ``--json``, which prints the server's JSON document
-on stdout (the problem document on a refusal). Errors go to stderr with the problem code and
+(a 5xx included), and for ``gate check`` any refusal of the question itself (a 404, a 403).
+Output is for people unless ``--json``, which prints the server's JSON document on stdout (the
+problem document on a refusal). Errors go to stderr with the problem code and
 detail, and with every gate's ``PASS``/``FAIL`` line when gates failed.
 
 Each POST carries an Idempotency-Key (``--idempotency-key`` or a fresh one). A command that makes
@@ -155,7 +156,13 @@ def checks_list(client: RegistryClient, args: argparse.Namespace) -> int:
 
 @pipeline_command
 def gate_check(client: RegistryClient, args: argparse.Namespace) -> int:
-    report = client.gates(args.model, args.version, args.to, comment=args.comment)
+    """Exit 0 when allowed, 1 when not; 2 when the gates could not be asked (the issue's
+    contract: a refusal of the question itself, such as 404 or 403, is an error, not a "no")."""
+    try:
+        report = client.gates(args.model, args.version, args.to, comment=args.comment)
+    except RegistryClientError as exc:
+        refusal(exc, args.json)
+        return USAGE
     if not args.json:
         gate_lines(report["results"], sys.stdout)
     verdict = "allowed" if report["allowed"] else "not allowed"

@@ -155,6 +155,15 @@ def test_a_failing_metric_blocks_promotion_with_the_reason(pipeline: Pipeline) -
         "run-1", {"team": "fraud"}, [{"namespace": "s3://datasets", "name": "train/2026-01", "version": "3"}])
 
 
+def test_a_gate_check_that_cannot_be_answered_exits_2_not_1(pipeline: Pipeline) -> None:
+    model = pipeline.new_model()
+    missing = pipeline.run("gate", "check", model, "7", "--to", "production")
+    assert missing.returncode == 2, (missing.stdout, missing.stderr)
+    assert "error: not_found (404)" in missing.stderr
+    unknown = pipeline.run("gate", "check", "no-such-model", "1", "--to", "production")
+    assert unknown.returncode == 2, (unknown.stdout, unknown.stderr)
+
+
 def test_reporting_the_missing_check_flips_the_gate(pipeline: Pipeline) -> None:
     model = pipeline.new_model()
     version = pipeline.register(model, 0.95)
@@ -343,7 +352,7 @@ def test_an_unreachable_server_exits_2() -> None:
 
 def test_refusals_are_not_retried(pipeline: Pipeline) -> None:
     started = time.monotonic()
-    missing = pipeline.refused("gate", "check", unique("none"), "1", "--to", "production")
+    missing = pipeline.refused("checks", "list", unique("none"), "1")
     assert "not_found (404)" in missing.stderr
     assert time.monotonic() - started < 3, "a 404 is answered at once"
 
