@@ -74,13 +74,22 @@ def allowed_targets(current: Stage) -> list[Stage]:
     return [dest for (source, dest) in _TRIGGER_BY_EDGE if source is current]
 
 
+def edge(current: Stage, target: Stage) -> Trigger | None:
+    """The trigger that moves ``current`` to ``target``, or None when the table has no such edge."""
+    return _TRIGGER_BY_EDGE.get((current, target))
+
+
+def refused(current: Stage, target: Stage) -> InvalidTransitionError:
+    """The error for a move the table does not allow, naming the stages that are reachable."""
+    return InvalidTransitionError(current.value, target.value,
+                                  [s.value for s in allowed_targets(current)])
+
+
 def trigger_for(current: Stage, target: Stage) -> Trigger:
     """The trigger that moves ``current`` to ``target``; InvalidTransitionError if there is none."""
-    trigger = _TRIGGER_BY_EDGE.get((current, target))
+    trigger = edge(current, target)
     if trigger is None:
-        raise InvalidTransitionError(
-            current.value, target.value, [s.value for s in allowed_targets(current)]
-        )
+        raise refused(current, target)
     return trigger
 
 
@@ -90,6 +99,4 @@ def fire(obj: HasStage, trigger: Trigger) -> None:
         _MACHINE.events[trigger.value].trigger(obj)
     except MachineError:
         target = next(dest for t, _, dest in TRANSITIONS if t is trigger)
-        raise InvalidTransitionError(
-            obj.stage.value, target.value, [s.value for s in allowed_targets(obj.stage)]
-        ) from None
+        raise refused(obj.stage, target) from None

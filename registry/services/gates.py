@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from registry.domain import gates, stages
-from registry.domain.errors import InvalidTransitionError, NotFoundError
+from registry.domain.errors import NotFoundError
 from registry.domain.gates import POLICY_STAGES, Candidate, GateContext, GateResult, Policy
 from registry.domain.model import ModelVersion, RegisteredModel
 from registry.domain.stages import Stage, Trigger
@@ -53,19 +53,12 @@ def candidate(version: ModelVersion) -> Candidate:
                      version.stage_since)
 
 
-def edge(current: Stage, target: Stage) -> Trigger | None:
-    try:
-        return stages.trigger_for(current, target)
-    except InvalidTransitionError:  # reported as the stage_table gate
-        return None
-
-
 async def assess(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion,
                  production: ModelVersion | None, target: Stage, *, comment: str | None,
                  principal: str, request: RequestRecord | None = None) -> Assessment:
     """Every gate of moving ``version`` to ``target`` for ``principal`` (whose open request's
     approvals count, unless ``request`` is given). No side effects."""
-    trigger = edge(version.stage, target)
+    trigger = stages.edge(version.stage, target)  # None: reported as the stage_table gate
     policy = (await effective_policy(uow, model, target)).policy
     rollback_to = await uow.repo.rollback_candidate(model) if trigger is Trigger.ROLLBACK else None
     checks = await uow.repo.latest_checks(model, version.version) if policy.required_checks else {}

@@ -19,7 +19,7 @@ from registry.domain.permissions import Role, role_for_transition
 from registry.domain.stages import Stage, Trigger
 from registry.services.access import check_role, lock_model, require_model
 from registry.services.commands import MISSING, RollbackModel, TransitionModelVersion, _Missing
-from registry.services.gates import assess, edge, effective_policy
+from registry.services.gates import assess, effective_policy
 from registry.services.ports import RequestRecord, UnitOfWork
 from registry.services.versions import check_if_match
 
@@ -89,7 +89,7 @@ async def _check_transition_role(uow: UnitOfWork, model: RegisteredModel, versio
     what = f"moving a version from {version.stage.value} to {target.value}"
     check_role(uow, Role.EDITOR, what)
     # Approvals stand in for the role only where the approvals gate applies: a rollback skips it.
-    if edge(version.stage, target) is not Trigger.ROLLBACK \
+    if stages.edge(version.stage, target) is not Trigger.ROLLBACK \
             and (await effective_policy(uow, model, target)).policy.required_approvals:
         return
     raise ForbiddenError(f"{what} needs the {needed.label} role (or a policy with approvals and "
@@ -128,8 +128,7 @@ async def move_checked(uow: UnitOfWork, model: RegisteredModel, version: ModelVe
                               principal=principal, request=request)
     trigger = assessment.trigger
     if trigger is None:
-        stages.trigger_for(version.stage, target)  # raises InvalidTransitionError with `allowed`
-        raise AssertionError("unreachable")
+        raise stages.refused(version.stage, target)
     if not assessment.allowed:
         raise GateFailedError(assessment.results)
     counted = assessment.request

@@ -12,19 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.engine import Connection
 
 from registry.adapters.db import migrate
-from registry.adapters.db.engine import create_engine
-from registry.adapters.db.tables import deliveries_t, lineage_t, metadata, outbox_t
+from registry.adapters.db.tables import deliveries_t, lineage_t, outbox_t
 from registry.bootstrap import Container, build
 from registry.config import Settings
 from registry.services import webhooks
 from registry.services.webhooks import CreateWebhook, WebhookTools
 from tests.integration.helpers import ALICE, new_model, reader, register
+from tests.integration.migration_helpers import drift as _drift
+from tests.integration.migration_helpers import on_connection as _run
+from tests.integration.migration_helpers import tables as _tables
 from tests.support import create_pg_database, drop_pg_database, sqlite_url
 
 NEW_TABLES = {"webhook_subscriptions", "deliveries", "delivery_attempts", "lineage_events"}
@@ -43,27 +43,8 @@ async def url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
         await drop_pg_database(url)
 
 
-def _drift(conn: Connection) -> list[Any]:
-    return compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
-
-
-def _tables(conn: Connection) -> set[str]:
-    return set(inspect(conn).get_table_names())
-
-
 def _outbox_columns(conn: Connection) -> set[str]:
     return {c["name"] for c in inspect(conn).get_columns("outbox_events")}
-
-
-async def _run(url: str, fn: Any) -> Any:
-    engine = create_engine(url, null_pool=True)
-    try:
-        async with engine.connect() as conn:
-            result = await fn(conn)
-            await conn.rollback()
-            return result
-    finally:
-        await engine.dispose()
 
 
 async def _events(url: str) -> list[dict[str, Any]]:

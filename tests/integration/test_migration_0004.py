@@ -14,19 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from registry.adapters.db import migrate
-from registry.adapters.db.engine import create_engine
 from registry.adapters.db.tables import (
     chains_t,
     checks_t,
     idempotency_t,
-    metadata,
     models_t,
     policies_t,
     requests_t,
@@ -37,6 +33,9 @@ from registry.config import Settings
 from registry.services import approvals, checks, gates, policies
 from registry.services.commands import ReportCheck, RequestTransition, SetPolicy
 from tests.integration.helpers import ALICE, BOB, model_id, move, new_model, register, stages
+from tests.integration.migration_helpers import drift as _drift
+from tests.integration.migration_helpers import on_connection as _run
+from tests.integration.migration_helpers import tables as _tables
 from tests.support import create_pg_database, drop_pg_database, sqlite_url
 
 NEW_TABLES = {"version_checks", "stage_policies", "transition_requests", "idempotency_keys"}
@@ -63,14 +62,6 @@ async def url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
         await drop_pg_database(url)
 
 
-def _drift(conn: Connection) -> list[Any]:
-    return compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
-
-
-def _tables(conn: Connection) -> set[str]:
-    return set(inspect(conn).get_table_names())
-
-
 def _version_columns(conn: Connection) -> set[str]:
     return {c["name"] for c in inspect(conn).get_columns("model_versions")}
 
@@ -79,17 +70,6 @@ def _open_request_index(conn: Connection) -> dict[str, Any] | None:
     found = [ix for ix in inspect(conn).get_indexes("transition_requests")
              if ix["name"] == "uq_transition_requests_open"]
     return found[0] if found else None
-
-
-async def _run(url: str, fn: Any) -> Any:
-    engine = create_engine(url, null_pool=True)
-    try:
-        async with engine.connect() as conn:
-            result = await fn(conn)
-            await conn.rollback()
-            return result
-    finally:
-        await engine.dispose()
 
 
 async def _schema(url: str) -> tuple[set[str], set[str], list[Any], str | None]:

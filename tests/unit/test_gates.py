@@ -25,8 +25,11 @@ from registry.domain.gates import (
     failed,
     stage_table,
 )
-from registry.domain.stages import Stage, Trigger
-from registry.services.gates import edge  # the stage-table lookup every assessment makes
+from registry.domain.stages import (
+    Stage,
+    Trigger,
+    edge,  # the stage-table lookup every assessment makes
+)
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
