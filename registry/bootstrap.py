@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from registry.adapters.artifacts.local import LocalStore
+from registry.adapters.artifacts.s3 import S3Location, S3Store
 from registry.adapters.db.engine import create_engine
 from registry.adapters.db.idempotency import IdempotentCall
 from registry.adapters.db.outbox import OutboxStore
@@ -23,7 +26,8 @@ from registry.adapters.webhooks import (
     webhook_headers,
     webhook_poster,
 )
-from registry.config import Settings
+from registry.config import ArtifactSettings, Settings
+from registry.services.ports import ArtifactStore
 from registry.services.tokens import Authenticator
 from registry.services.webhooks import WebhookTools
 
@@ -116,6 +120,7 @@ class Container:
     webhook_tools: WebhookTools
     outbox: OutboxStore
     senders: Senders
+    artifacts: ArtifactStore
     lineage_url: str | None = None
 
     async def database_ready(self) -> bool:
@@ -137,6 +142,7 @@ class Container:
 
     async def close(self) -> None:
         await self.senders.close()
+        await self.artifacts.close()
         await self.engine.dispose()
 
 
@@ -165,6 +171,19 @@ class SchemaNotCurrentError(RuntimeError):
     """The PostgreSQL schema needs `python -m registry migrate` first."""
 
 
+def artifact_store(settings: ArtifactSettings) -> ArtifactStore:
+    if not settings.is_s3:
+        return LocalStore(Path(settings.url), settings.threads)
+    bucket, _, prefix = settings.url.removeprefix("s3://").partition("/")
+    prefix = prefix.strip("/")
+    assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
+    return S3Store(S3Location(
+        endpoint=settings.s3_endpoint, bucket=bucket, prefix=f"{prefix}/" if prefix else "",
+        access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,
+        region=settings.s3_region, public_endpoint=settings.s3_public_endpoint,
+    ), settings.threads)
+
+
 def build(settings: Settings) -> Container:
     if settings.is_sqlite:
         settings.ensure_data_dir()
@@ -181,4 +200,5 @@ def build(settings: Settings) -> Container:
     outbox = OutboxStore(uow, sinks=sinks, lineage=LineageBuilder(settings.lineage_namespace),
                          first_delay=settings.webhooks.retry_schedule[0])
     return Container(settings, engine, uow, Authenticator(uow), cipher, tools, outbox, senders,
+                     artifact_store(settings.artifact_store),
                      lineage_endpoint(settings.lineage_url) if settings.lineage_url else None)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from registry.domain.errors import ValidationError
 from registry.domain.gates import Policy
@@ -16,6 +18,8 @@ from registry.domain.stages import Stage
 # Standard Webhooks' example schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h,
 # 20 h, 24 h (the delay before each attempt).
 DEFAULT_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+# Bucket names the minio client accepts (legacy names included; AWS itself is stricter).
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{1,61}[A-Za-z0-9]")
 
 
 class ConfigError(ValueError):
@@ -32,6 +36,25 @@ class WebhookSettings:
     disable_after: float = 5 * 86400.0  # failing this long disables the subscription
     secret_overlap: float = 86400.0  # the old secret keeps signing this long after a rotation
     concurrency: int = 32  # deliveries in flight per worker process
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactSettings:
+    """Where artifact files live: a folder, or ``s3://bucket/prefix`` with the S3 fields."""
+
+    url: str  # an absolute folder path, or s3://bucket/prefix
+    s3_endpoint: str | None = None  # http(s)://host[:port]: TLS follows the scheme
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+    s3_public_endpoint: str | None = None  # what presigned URLs name, for clients
+    max_bytes: int = 20 * 1024**3  # one PUT's body
+    upload_ttl: float = 3600.0  # presigned upload URLs
+    threads: int = 16  # the store's blocking calls in flight
+
+    @property
+    def is_s3(self) -> bool:
+        return self.url.startswith("s3://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +76,7 @@ class Settings:
     # Rules for models without a policy of their own, per stage (REGISTRY_DEFAULT_POLICIES).
     default_policies: Mapping[Stage, Policy] = field(default_factory=dict)
     idempotency_ttl: float = 86400.0  # stored answers live at least this long (>= 24 h)
+    artifacts: ArtifactSettings | None = None  # None: <data dir>/artifacts
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -105,7 +129,12 @@ class Settings:
             poll_interval=_number(env, "REGISTRY_WORKER_POLL_INTERVAL", 1.0, low=0.01),
             default_policies=_policies(env.get("REGISTRY_DEFAULT_POLICIES")),
             idempotency_ttl=_number(env, "REGISTRY_IDEMPOTENCY_TTL", 86400.0, low=86400.0),
+            artifacts=_artifacts(env, data_dir),
         )
+
+    @property
+    def artifact_store(self) -> ArtifactSettings:
+        return self.artifacts or ArtifactSettings(str(self.data_dir / "artifacts"))
 
     @property
     def is_sqlite(self) -> bool:
@@ -113,6 +142,48 @@ class Settings:
 
     def ensure_data_dir(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _artifacts(env: Mapping[str, str], data_dir: Path) -> ArtifactSettings:
+    url = env.get("REGISTRY_ARTIFACTS_URL", "").strip() or str(data_dir / "artifacts")
+    common = {
+        "max_bytes": int(_number(env, "REGISTRY_MAX_ARTIFACT_BYTES", 20 * 1024**3, low=1,
+                                 integer=True)),
+        # SigV4 presigned URLs live at most 7 days.
+        "upload_ttl": min(_number(env, "REGISTRY_ARTIFACT_UPLOAD_TTL", 3600.0, low=60.0), 604800.0),
+        "threads": int(_number(env, "REGISTRY_ARTIFACT_THREADS", 16, low=1, integer=True)),
+    }
+    if not url.startswith("s3://"):
+        if "://" in url and not url.startswith("file://"):
+            raise ConfigError("REGISTRY_ARTIFACTS_URL must be a folder, file:///folder or "
+                              "s3://bucket/prefix")
+        if url.startswith("file://"):
+            parts = urlsplit(url)
+            if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
+                raise ConfigError("REGISTRY_ARTIFACTS_URL file:// URLs name a local folder: "
+                                  "file:///folder")
+            url = unquote(parts.path)
+        folder = Path(url).expanduser().resolve()
+        return ArtifactSettings(str(folder), **common)
+    bucket = url.removeprefix("s3://").split("/", 1)[0]
+    if not bucket:
+        raise ConfigError("REGISTRY_ARTIFACTS_URL s3://bucket/prefix needs a bucket")
+    if (not _BUCKET.fullmatch(bucket) or ".." in bucket or ".-" in bucket or "-." in bucket
+            or re.fullmatch(r"[0-9.]+", bucket)):
+        raise ConfigError(f"REGISTRY_ARTIFACTS_URL: {bucket!r} is not a valid S3 bucket name "
+                          "(3-63 letters, digits, '.', '-', '_')")
+    endpoint = env.get("REGISTRY_S3_ENDPOINT", "").strip().rstrip("/")
+    public = env.get("REGISTRY_S3_PUBLIC_ENDPOINT", "").strip().rstrip("/") or None
+    for name, value in (("REGISTRY_S3_ENDPOINT", endpoint), ("REGISTRY_S3_PUBLIC_ENDPOINT", public)):
+        if value is not None and not re.fullmatch(r"https?://[^/?#\s]+", value):
+            raise ConfigError(f"{name} must be http(s)://host[:port] (TLS follows the scheme)")
+    access, secret = env.get("REGISTRY_S3_ACCESS_KEY", ""), env.get("REGISTRY_S3_SECRET_KEY", "")
+    if not access or not secret:
+        raise ConfigError("an s3:// REGISTRY_ARTIFACTS_URL needs REGISTRY_S3_ACCESS_KEY and "
+                          "REGISTRY_S3_SECRET_KEY")
+    return ArtifactSettings(url, s3_endpoint=endpoint, s3_access_key=access, s3_secret_key=secret,
+                            s3_region=env.get("REGISTRY_S3_REGION", "").strip() or "us-east-1",
+                            s3_public_endpoint=public, **common)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

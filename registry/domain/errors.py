@@ -71,6 +71,45 @@ class OpenRequestExistsError(ConflictError):
         return {"request_id": self.request_id}
 
 
+class SealedError(ConflictError):
+    """The version's artifacts were sealed (by its first move out of ``none``, or on request)."""
+
+    def __init__(self, version: int, sealed_at: Any) -> None:
+        super().__init__(f"version {version} was sealed at {_utc(sealed_at)}: its artifacts "
+                         "can no longer change")
+        self.sealed_at = sealed_at
+
+    def extensions(self) -> dict[str, Any]:
+        return {"sealed_at": _utc(self.sealed_at)}
+
+
+class UploadsUnsettledError(ConflictError):
+    """Sealing found presigned uploads that are still pending or did not match what was
+    declared: ``uploads`` lists ``{path, problem}``."""
+
+    def __init__(self, detail: str, uploads: Sequence[dict[str, Any]]) -> None:
+        super().__init__(detail)
+        self.uploads = list(uploads)
+
+    def extensions(self) -> dict[str, Any]:
+        return {"uploads": self.uploads}
+
+
+class DigestMismatchError(ValidationError):
+    """The uploaded bytes do not have the digest (or size) the client declared; nothing was kept."""
+
+    def __init__(self, detail: str, expected: str, actual: str) -> None:
+        super().__init__(detail)
+        self.expected, self.actual = expected, actual
+
+    def extensions(self) -> dict[str, Any]:
+        return {"expected_sha256": self.expected, "actual_sha256": self.actual}
+
+
+class TooLargeError(ValidationError):
+    status, title = 413, "Request too large"
+
+
 class IdempotencyInProgressError(RegistryError):
     code, status, title = "idempotency_in_progress", 409, "Request in progress"
     replayable = False
@@ -118,3 +157,8 @@ class GateFailedError(RegistryError):
 class UnavailableError(RegistryError):
     code, status, title = "unavailable", 503, "Service unavailable"
     replayable = False
+
+
+def _utc(at: Any) -> str:
+    """RFC 3339 with Z, as every timestamp in the API."""
+    return at.isoformat().replace("+00:00", "Z")

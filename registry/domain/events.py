@@ -122,6 +122,25 @@ class ApprovalsVoided(Change):
 
 
 @dataclass(frozen=True, slots=True)
+class ArtifactUploaded(Change):
+    """``after``: the file's path, size and sha256 (``before``: what it replaced, if anything)."""
+
+    type: ClassVar[str] = "model_version.artifact_uploaded"
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactDeleted(Change):
+    type: ClassVar[str] = "model_version.artifact_deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactsSealed(Change):
+    """``after``: ``sealed_at`` and the manifest (files and digest) the version holds forever."""
+
+    type: ClassVar[str] = "model_version.artifacts_sealed"
+
+
+@dataclass(frozen=True, slots=True)
 class SystemChange:
     """A change outside any model (tokens, subscriptions, later policies), audited in the system
     chain. With ``event`` it is also announced: an outbox event of type ``action`` carrying

@@ -19,7 +19,7 @@ from registry.domain.errors import ValidationError
 from registry.domain.stages import Stage, Trigger
 
 POLICY_STAGES = (Stage.STAGING, Stage.PRODUCTION)
-REQUIRED_FIELDS = ("description", "run_id")
+REQUIRED_FIELDS = ("description", "run_id", "artifact")
 BOUNDS = ("min", "max", "min_delta_vs_production", "max_delta_vs_production")
 MAX_RULES = 100
 MAX_APPROVALS = 20
@@ -144,6 +144,7 @@ class Candidate:
     run_id: str | None
     metrics: Mapping[str, float]
     stage_since: datetime | None
+    artifacts: int = 0  # files the version holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +193,10 @@ def failed(results: list[GateResult]) -> bool:
 
 
 def _field(name: str, cand: Candidate) -> GateResult:
+    if name == "artifact":
+        if cand.artifacts:
+            return GateResult("field:artifact", True, f"the version holds {cand.artifacts} artifact file(s)")
+        return GateResult("field:artifact", False, "the version holds no artifact files")
     value = cand.description.strip() if name == "description" else cand.run_id
     if value:
         return GateResult(f"field:{name}", True, f"{name} is set")

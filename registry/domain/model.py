@@ -108,6 +108,9 @@ class ModelVersion:
     left_production_seq: int | None = None
     # When the version entered its current stage.
     stage_since: datetime | None = None
+    # Set once, by the first move out of ``none`` (or an explicit seal): artifacts are frozen.
+    sealed_at: datetime | None = None
+    manifest_digest: str | None = None
     id: int | None = None
 
     @property

@@ -48,9 +48,9 @@ async def effective_policy(uow: UnitOfWork, model: RegisteredModel, stage: Stage
     return EffectivePolicy(Policy(), "none")
 
 
-def candidate(version: ModelVersion) -> Candidate:
+def candidate(version: ModelVersion, artifacts: int = 0) -> Candidate:
     return Candidate(version.version, version.description, version.run_id, version.metrics,
-                     version.stage_since)
+                     version.stage_since, artifacts)
 
 
 async def assess(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion,
@@ -62,11 +62,13 @@ async def assess(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion,
     policy = (await effective_policy(uow, model, target)).policy
     rollback_to = await uow.repo.rollback_candidate(model) if trigger is Trigger.ROLLBACK else None
     checks = await uow.repo.latest_checks(model, version.version) if policy.required_checks else {}
+    files = await uow.repo.count_artifacts(version.id) \
+        if "artifact" in policy.required_fields and version.id is not None else 0
     if request is None and policy.required_approvals:
         request = next((r for r in await uow.repo.open_requests(model, version.version, target.value)
                         if r.requester_principal == principal), None)
     ctx = GateContext(
-        candidate=candidate(version), now=uow.now(), comment=comment, policy=policy,
+        candidate=candidate(version, files), now=uow.now(), comment=comment, policy=policy,
         production=candidate(production) if production is not None else None, checks=checks,
         approvals=len(request.valid_approvals) if request is not None else 0,
         request_id=request.id if request is not None else None, rollback_candidate=rollback_to,

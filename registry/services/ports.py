@@ -3,11 +3,12 @@ tests of the services implement them in memory."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from registry.domain.artifacts import Artifact
 from registry.domain.events import Change, SystemChange
 from registry.domain.gates import Policy
 from registry.domain.model import ModelVersion, RegisteredModel
@@ -173,6 +174,71 @@ class Page:
     next_cursor: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class UploadRecord:
+    """A presigned upload: the client PUTs to ``key``; sealing checks it against size and sha256."""
+
+    id: int
+    path: str
+    size: int
+    sha256: str
+    key: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a store wrote: the bytes counted and hashed on the way."""
+
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """Bytes a store holds for ``key`` where no reader sees them yet (a temporary file, an
+    incomplete multipart upload); ``publish`` puts them in place, ``discard`` drops them."""
+
+    key: str
+    written: Written
+    token: Any  # the store's own handle
+
+
+class ArtifactStore(Protocol):
+    """Where artifact bytes live. Keys are ``/``-separated and relative to the store's root; the
+    blocking work (disk, the S3 client) runs in the store's own bounded thread pool."""
+
+    location: str  # the root, for people: s3://bucket/prefix or file:///path
+
+    async def stage(self, key: str, body: AsyncIterator[bytes], length: int | None) -> Staged:
+        """Receive ``body`` for ``key``, hashing on the way, without showing it there yet. A
+        failure leaves nothing behind."""
+        ...
+    async def publish(self, staged: Staged) -> None:
+        """Put staged bytes in place at their key, at once (a reader sees the old or the new)."""
+        ...
+    async def discard(self, staged: Staged) -> None: ...
+    async def move(self, source: str, target: str, size: int) -> None:
+        """Put an existing object (a presigned upload) in place at ``target``."""
+        ...
+    async def delete(self, key: str) -> None:
+        """Remove the object if it exists."""
+        ...
+    async def digest(self, key: str) -> Written | None:
+        """Re-read and hash the object; None when it does not exist."""
+        ...
+    def read(self, key: str) -> AsyncIterator[bytes]: ...
+    def download_url(self, key: str, filename: str) -> str | None:
+        """A short-lived URL the client may fetch directly, or None: stream it through us."""
+        ...
+    def upload_url(self, key: str, ttl: float) -> str | None:
+        """A presigned PUT URL, or None when the store cannot hand one out."""
+        ...
+    async def close(self) -> None: ...
+
+
 class Repository(Protocol):
     async def get_model(self, name: str) -> RegisteredModel | None: ...
     async def lock_model(self, name: str) -> RegisteredModel: ...
@@ -272,6 +338,25 @@ class Repository(Protocol):
                             limit: int) -> list[RequestRecord]:
         """Newest first."""
         ...
+
+    async def list_artifacts(self, version_id: int, after: str | None,
+                             limit: int | None) -> list[Artifact]:
+        """Ordered by path (code points); every one when ``limit`` is None."""
+        ...
+    async def get_artifact(self, version_id: int, path: str) -> Artifact | None: ...
+    async def put_artifact(self, version_id: int, artifact: Artifact) -> None:
+        """Insert or replace the file's row."""
+        ...
+    async def delete_artifact(self, version_id: int, path: str) -> None: ...
+    async def count_artifacts(self, version_id: int) -> int: ...
+    async def add_upload(self, version_id: int, path: str, size: int, sha256: str, key: str,
+                         actor: str, now: datetime, expires_at: datetime) -> UploadRecord:
+        """Record a presigned upload, replacing an earlier one for the same path."""
+        ...
+    async def uploads(self, version_id: int) -> list[UploadRecord]:
+        """The version's presigned uploads not yet checked, by path."""
+        ...
+    async def delete_upload(self, upload_id: int) -> None: ...
 
 
 class UnitOfWork(Protocol):

@@ -18,6 +18,7 @@ from registry.domain.model import ModelVersion, RegisteredModel
 from registry.domain.permissions import Role, role_for_transition
 from registry.domain.stages import Stage, Trigger
 from registry.services.access import check_role, lock_model, require_model
+from registry.services.artifacts import seal
 from registry.services.commands import MISSING, RollbackModel, TransitionModelVersion, _Missing
 from registry.services.gates import assess, effective_policy
 from registry.services.ports import RequestRecord, UnitOfWork
@@ -132,9 +133,9 @@ async def move_checked(uow: UnitOfWork, model: RegisteredModel, version: ModelVe
     if not assessment.allowed:
         raise GateFailedError(assessment.results)
     counted = assessment.request
-    by_request: dict[str, Any] = {}
+    audit_extra: dict[str, Any] = {}
     if counted is not None:
-        by_request = {"request": counted.id, "requested_by": counted.requester_principal,
+        audit_extra = {"request": counted.id, "requested_by": counted.requester_principal,
                       "approved_by": [a["principal"] for a in counted.valid_approvals]}
     archived: list[int] = []
     incumbent = production if target is Stage.PRODUCTION else None
@@ -145,9 +146,16 @@ async def move_checked(uow: UnitOfWork, model: RegisteredModel, version: ModelVe
         await uow.repo.save_version(incumbent)
         archived.append(incumbent.version)
     from_stage = version.stage
+    if from_stage is Stage.NONE:
+        # The first move out of none freezes the files: this entry proves what was approved.
+        if version.sealed_at is None:
+            manifest = await seal(uow, model, version, announce_empty=False)
+            audit_extra["artifacts"] = manifest.to_dict()
+        else:
+            audit_extra["artifacts"] = {"digest": version.manifest_digest}
     gate_results = [r.to_dict() for r in assessment.results]
     _move(uow, model, version, trigger, comment, {"archived": archived, "gates": gate_results},
-          audit=by_request)
+          audit=audit_extra)
     await uow.repo.save_version(version)
     # After the moves: transition_request.applied announces a change already recorded.
     applied = await _settle_requests(uow, model, version, target, counted, incumbent)

@@ -36,7 +36,8 @@ EVENT_TYPES = (
     "model_version.alias_set", "model_version.alias_deleted", "model_version.check_reported",
     "model.policy_changed", "transition_request.created", "transition_request.approved",
     "transition_request.rejected", "transition_request.cancelled", "transition_request.applied",
-    "transition_request.approvals_voided",
+    "transition_request.approvals_voided", "model_version.artifact_uploaded",
+    "model_version.artifact_deleted", "model_version.artifacts_sealed",
     WEBHOOK_PING, WEBHOOK_DISABLED,
 )
 MAX_EVENT_TYPES = 64

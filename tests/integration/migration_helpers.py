@@ -32,3 +32,7 @@ async def on_connection(url: str, fn: Any) -> Any:
             return result
     finally:
         await engine.dispose()
+
+
+def version_columns(conn: Connection) -> set[str]:
+    return {c["name"] for c in inspect(conn).get_columns("model_versions")}

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.engine import Connection
 
@@ -25,22 +23,12 @@ from tests.integration.helpers import ALICE, new_model, reader, register
 from tests.integration.migration_helpers import drift as _drift
 from tests.integration.migration_helpers import on_connection as _run
 from tests.integration.migration_helpers import tables as _tables
-from tests.support import create_pg_database, drop_pg_database, sqlite_url
 
 NEW_TABLES = {"webhook_subscriptions", "deliveries", "delivery_attempts", "lineage_events"}
 LONG_AGO = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
 # The columns outbox_events had at 0002 (``target`` came with 0003).
 V2_COLUMNS = ("event_id", "chain", "sequence", "type", "model", "version", "actor", "request_id",
               "at", "data", "relayed_at")
-
-
-@pytest.fixture
-async def url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
-    """A database no migration has touched."""
-    url = sqlite_url(tmp_path) if backend == "sqlite" else await create_pg_database()
-    yield url
-    if backend == "postgresql":
-        await drop_pg_database(url)
 
 
 def _outbox_columns(conn: Connection) -> set[str]:

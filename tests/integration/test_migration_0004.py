@@ -8,12 +8,12 @@ closed ones, on both backends."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -36,10 +36,11 @@ from tests.integration.helpers import ALICE, BOB, model_id, move, new_model, reg
 from tests.integration.migration_helpers import drift as _drift
 from tests.integration.migration_helpers import on_connection as _run
 from tests.integration.migration_helpers import tables as _tables
-from tests.support import create_pg_database, drop_pg_database, sqlite_url
+from tests.integration.migration_helpers import version_columns
 
 NEW_TABLES = {"version_checks", "stage_policies", "transition_requests", "idempotency_keys"}
 GENESIS = "0" * 64
+HEAD = ScriptDirectory.from_config(migrate.alembic_config("sqlite://")).get_current_head()
 
 
 def legacy_versions(now: datetime) -> list[tuple[int, str, datetime]]:
@@ -53,19 +54,6 @@ def legacy_versions(now: datetime) -> list[tuple[int, str, datetime]]:
     ]
 
 
-@pytest.fixture
-async def url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
-    """A database no migration has touched."""
-    url = sqlite_url(tmp_path) if backend == "sqlite" else await create_pg_database()
-    yield url
-    if backend == "postgresql":
-        await drop_pg_database(url)
-
-
-def _version_columns(conn: Connection) -> set[str]:
-    return {c["name"] for c in inspect(conn).get_columns("model_versions")}
-
-
 def _open_request_index(conn: Connection) -> dict[str, Any] | None:
     found = [ix for ix in inspect(conn).get_indexes("transition_requests")
              if ix["name"] == "uq_transition_requests_open"]
@@ -77,8 +65,8 @@ async def _schema(url: str) -> tuple[set[str], set[str], list[Any], str | None]:
     async def read(conn: Any) -> tuple[set[str], set[str], list[Any], str | None]:
         tables = await conn.run_sync(_tables)
         revision = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
-        columns = await conn.run_sync(_version_columns)
-        drift = await conn.run_sync(_drift) if revision == "0004" else []
+        columns = await conn.run_sync(version_columns)
+        drift = await conn.run_sync(_drift) if revision == HEAD else []
         return tables, columns, drift, revision
     return await _run(url, read)
 
@@ -138,7 +126,7 @@ async def test_upgrading_backfills_stage_since_from_updated_at(url: str, tmp_pat
     await asyncio.to_thread(migrate.upgrade, url)
 
     tables, columns, drift, revision = await _schema(url)
-    assert revision == "0004"
+    assert revision == HEAD
     assert NEW_TABLES <= tables and "stage_since" in columns
     assert drift == [], f"tables.py and the migrations disagree: {drift}"
     after = await _versions(url)
@@ -233,7 +221,7 @@ async def test_downgrade_to_0003_with_gate_data_and_upgrade_again(url: str, tmp_
 
     await asyncio.to_thread(migrate.upgrade, url)
     tables, columns, drift, revision = await _schema(url)
-    assert revision == "0004" and NEW_TABLES <= tables and "stage_since" in columns
+    assert revision == HEAD and NEW_TABLES <= tables and "stage_since" in columns
     assert drift == [], f"tables.py and the migrations disagree after a round trip: {drift}"
     again = await _versions(url)
     assert all(r["stage_since"] == r["updated_at"] for r in again.values()), again

@@ -13,12 +13,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from registry.domain.artifacts import Artifact
 from registry.domain.errors import AlreadyExistsError, NotFoundError
 from registry.domain.events import Change, SystemChange
 from registry.domain.gates import Policy
 from registry.domain.model import ModelVersion, RegisteredModel
 from registry.domain.stages import Stage
-from registry.services.ports import Actor, AliasRecord, CheckRecord, PolicyRecord, RequestQuery, RequestRecord
+from registry.services.ports import (
+    Actor,
+    AliasRecord,
+    CheckRecord,
+    PolicyRecord,
+    RequestQuery,
+    RequestRecord,
+    UploadRecord,
+)
 
 
 @dataclass
@@ -29,7 +38,11 @@ class State:
     checks: list[tuple[int, int, CheckRecord]] = field(default_factory=list)  # (model id, version, check)
     policies: dict[tuple[int, str], PolicyRecord] = field(default_factory=dict)
     requests: dict[int, RequestRecord] = field(default_factory=dict)
+    artifacts: dict[int, dict[str, Artifact]] = field(default_factory=dict)  # by version id, path
+    uploads: dict[int, tuple[int, UploadRecord]] = field(default_factory=dict)  # id: (version id, upload)
     next_model_id: int = 1
+    next_version_id: int = 1
+    next_upload_id: int = 1
 
 
 @dataclass
@@ -97,6 +110,7 @@ class FakeRepository:
     async def add_version(self, version: ModelVersion) -> None:
         key = (version.model_id, version.version)
         assert key not in self.state.versions, "version numbers are never reused"
+        version.id, self.state.next_version_id = self.state.next_version_id, self.state.next_version_id + 1
         self.state.versions[key] = copy.deepcopy(version)
 
     async def get_version(self, model: RegisteredModel, number: int) -> ModelVersion | None:
@@ -197,6 +211,41 @@ class FakeRepository:
                  if (before is None or i < before) and query.model in (None, r.model)
                  and query.state in (None, r.state) and query.requester in (None, r.requester_principal)]
         return copy.deepcopy(found[:limit])
+
+    async def list_artifacts(self, version_id: int, after: str | None,
+                             limit: int | None) -> list[Artifact]:
+        found = [a for p, a in sorted(self.state.artifacts.get(version_id, {}).items())
+                 if after is None or p > after]
+        return found[:limit] if limit is not None else found
+
+    async def get_artifact(self, version_id: int, path: str) -> Artifact | None:
+        return self.state.artifacts.get(version_id, {}).get(path)
+
+    async def put_artifact(self, version_id: int, artifact: Artifact) -> None:
+        self.state.artifacts.setdefault(version_id, {})[artifact.path] = artifact
+
+    async def delete_artifact(self, version_id: int, path: str) -> None:
+        self.state.artifacts.get(version_id, {}).pop(path, None)
+
+    async def count_artifacts(self, version_id: int) -> int:
+        return len(self.state.artifacts.get(version_id, {}))
+
+    async def add_upload(self, version_id: int, path: str, size: int, sha256: str, key: str,
+                         actor: str, now: datetime, expires_at: datetime) -> UploadRecord:
+        for upload_id, (vid, upload) in list(self.state.uploads.items()):
+            if vid == version_id and upload.path == path:
+                del self.state.uploads[upload_id]
+        record = UploadRecord(self.state.next_upload_id, path, size, sha256, key, actor, now, expires_at)
+        self.state.uploads[record.id] = (version_id, record)
+        self.state.next_upload_id += 1
+        return record
+
+    async def uploads(self, version_id: int) -> list[UploadRecord]:
+        return sorted((u for vid, u in self.state.uploads.values() if vid == version_id),
+                      key=lambda u: u.path)
+
+    async def delete_upload(self, upload_id: int) -> None:
+        self.state.uploads.pop(upload_id, None)
 
 
 class FakeUnitOfWork:

@@ -97,7 +97,8 @@ def test_a_policy_that_is_not_an_object_is_refused_and_named(tmp_path: Path, rul
     ("production", {"required_approvals": 21}, "required_approvals must be a whole number from 0 to 20"),
     ("production", {"approvals": 2}, "unknown policy keys: approvals"),
     ("staging", {"metrics": {"auc": {"min": 0.9, "max": 0.1}}}, "metric 'auc': min is above max"),
-    ("production", {"required_fields": ["owner"]}, "required_fields may name description, run_id; not 'owner'"),
+    ("production", {"required_fields": ["owner"]},
+     "required_fields may name description, run_id, artifact; not 'owner'"),
     ("staging", {"auto_apply": "yes"}, "auto_apply must be true or false"),
 ], ids=["staging time on staging", "approvals", "unknown key", "min above max", "field", "auto_apply"])
 def test_a_bad_rule_is_refused_naming_the_stage_and_the_rule(

@@ -11,7 +11,7 @@ import yaml
 from registry.__main__ import parser
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-CONFIG_NAMES = set(re.findall(r'"(REGISTRY_[A-Z_]+)"', (DEPLOY.parent / "registry" / "config.py").read_text()))
+CONFIG_NAMES = set(re.findall(r'"(REGISTRY_[A-Z0-9_]+)"', (DEPLOY.parent / "registry" / "config.py").read_text()))
 
 
 def test_compose_services_run_cli_commands_that_parse() -> None:

@@ -214,7 +214,7 @@ def test_a_check_name_of_two_hundred_characters_is_accepted() -> None:
 @pytest.mark.parametrize("name", ["owner", "tags", "Description", "metrics"])
 def test_required_fields_may_only_name_description_and_run_id(name: str) -> None:
     detail = refusal({"required_fields": ["description", name]})
-    assert detail == f"required_fields may name description, run_id; not {name!r}"
+    assert detail == f"required_fields may name description, run_id, artifact; not {name!r}"
 
 
 @pytest.mark.parametrize("value", [[], ["accuracy"], "accuracy", 0.9, None], ids=repr)

@@ -326,6 +326,9 @@ async def test_a_weak_etag_never_matches(store: Store, uow: FakeUnitOfWork) -> N
 
 # -- transitions --------------------------------------------------------------------------------
 
+EMPTY_MANIFEST = "sha256:602e35a92eec4bc0a2ec6ae113f07bfc6933322fb69fe8dee416e5a67217e2a2"
+
+
 async def test_submit_moves_the_version_and_records_one_stage_change(
     store: Store, uow: FakeUnitOfWork
 ) -> None:
@@ -338,12 +341,15 @@ async def test_submit_moves_the_version_and_records_one_stage_change(
     t = result.transition
     assert (t.from_stage, t.to_stage, t.trigger, t.actor, t.comment, t.archived) == (
         Stage.NONE, Stage.STAGING, Trigger.SUBMIT, "alice", "ready for review", [])
+    # Leaving none seals the (here empty) file list: the entry records its manifest.
+    empty = {"files": [], "digest": EMPTY_MANIFEST}
     assert uow.changes() == [StageChanged(
         model=NAME, version=1,
         before={"stage": "none"},
-        after={"stage": "staging", "trigger": "submit", "comment": "ready for review"},
+        after={"stage": "staging", "trigger": "submit", "comment": "ready for review",
+               "artifacts": empty},
         extra={"from_stage": "none", "to_stage": "staging", "trigger": "submit",
-               "comment": "ready for review", "archived": [],
+               "comment": "ready for review", "archived": [], "artifacts": empty,
                "gates": [{"gate": "stage_table", "passed": True, "detail": "none -> staging by submit"}]},
     )]
 

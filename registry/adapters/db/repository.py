@@ -12,6 +12,7 @@ from sqlalchemy import and_, exists, func, insert, literal, or_, select, true, t
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from registry.adapters.db.artifact_queries import ArtifactQueries
 from registry.adapters.db.deliveries import DeliveryQueries
 from registry.adapters.db.gate_queries import GateQueries
 from registry.adapters.db.matching import name_matches
@@ -47,7 +48,8 @@ _VERSION_COLS = (versions_t.c.id, versions_t.c.model_id, versions_t.c.version, v
                  versions_t.c.source, versions_t.c.run_id, versions_t.c.description,
                  versions_t.c.tags, versions_t.c.metrics, versions_t.c.inputs,
                  versions_t.c.created_at, versions_t.c.updated_at, versions_t.c.created_by,
-                 versions_t.c.revision, versions_t.c.left_production_seq, versions_t.c.stage_since)
+                 versions_t.c.revision, versions_t.c.left_production_seq, versions_t.c.stage_since,
+                versions_t.c.sealed_at, versions_t.c.manifest_digest)
 
 
 def _model(row: Any) -> RegisteredModel:
@@ -64,7 +66,7 @@ def _version(row: Any, model_name: str) -> ModelVersion:
         inputs=[DatasetRef(i["namespace"], i["name"], i.get("version")) for i in row.inputs],
         created_at=row.created_at, updated_at=row.updated_at, created_by=row.created_by,
         revision=row.revision, left_production_seq=row.left_production_seq,
-        stage_since=row.stage_since,
+        stage_since=row.stage_since, sealed_at=row.sealed_at, manifest_digest=row.manifest_digest,
     )
 
 
@@ -94,7 +96,7 @@ def _visible_chain(chain_column: Any, query: AuditQuery, sqlite: bool) -> Any:
     return and_(visible, chain_column != "system")
 
 
-class SqlRepository(DeliveryQueries, GateQueries):
+class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
     """Data access for one unit of work. ``heads`` holds the chain heads this transaction has
     locked, for the unit of work to extend at commit."""
 
@@ -218,7 +220,8 @@ class SqlRepository(DeliveryQueries, GateQueries):
             versions_t.c.model_id == v.model_id, versions_t.c.version == v.version,
         ).values(stage=v.stage.value, description=v.description, tags=v.tags, metrics=v.metrics,
                  revision=v.revision, left_production_seq=v.left_production_seq,
-                 stage_since=v.stage_since, updated_at=v.updated_at))
+                 stage_since=v.stage_since, updated_at=v.updated_at, sealed_at=v.sealed_at,
+                 manifest_digest=v.manifest_digest))
 
     async def list_versions(self, model: RegisteredModel, stage: Stage | None, run_id: str | None,
                             tags: Sequence[tuple[str, str]], after: int,

@@ -39,6 +39,8 @@ metadata.naming_convention = {
 # Model names order and match bytewise on both backends (SQLite's BINARY; "C" on PostgreSQL,
 # where a prefix LIKE can then use the unique index).
 Name = String(256).with_variant(String(256, collation="C"), "postgresql")
+# Artifact paths order bytewise too (UTF-8 byte order is code point order).
+ArtifactPathType = String(1024).with_variant(String(1024, collation="C"), "postgresql")
 
 # 64-bit keys on PostgreSQL; SQLite autoincrements only an INTEGER PRIMARY KEY.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -147,6 +149,9 @@ class VersionRow(SQLModel, table=True):
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     created_by: str = Field(sa_column=Column(String(256), nullable=False))
+    # Set once, when the version's artifacts were frozen; the digest of their manifest.
+    sealed_at: datetime | None = _ts(nullable=True)
+    manifest_digest: str | None = Field(default=None, sa_column=Column(String(71), nullable=True))
 
 
 class AliasRow(SQLModel, table=True):
@@ -429,6 +434,47 @@ class IdempotencyRow(SQLModel, table=True):
     created_at: datetime = Field(default=None, sa_column=Column(UTCDateTime, nullable=False, index=True))
 
 
+def _version_fk() -> Any:
+    return Field(sa_column=Column(Id, ForeignKey("model_versions.id", ondelete="CASCADE"),
+                                  nullable=False))
+
+
+class ArtifactRow(SQLModel, table=True):
+    """One file of a version, as stored: its bytes live in the artifact store under
+    ``<model id>/<version>/<path>``."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("version_id", "path", name="uq_artifacts_version_id_path"),
+                      AUTOINCREMENT)
+
+    id: int | None = _id()
+    version_id: int = _version_fk()
+    path: str = Field(sa_column=Column(ArtifactPathType, nullable=False))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    sha256: str = Field(sa_column=Column(String(64), nullable=False))
+    uploaded_at: datetime = _ts()
+    uploaded_by: str = Field(sa_column=Column(String(256), nullable=False))
+
+
+class UploadRow(SQLModel, table=True):
+    """A presigned upload handed to a client, not yet checked: sealing hashes the object at
+    ``key`` and moves it into place when it matches ``size`` and ``sha256``."""
+
+    __tablename__ = "artifact_uploads"
+    __table_args__ = (UniqueConstraint("version_id", "path", name="uq_artifact_uploads_version_id_path"),
+                      AUTOINCREMENT)
+
+    id: int | None = _id()
+    version_id: int = _version_fk()
+    path: str = Field(sa_column=Column(ArtifactPathType, nullable=False))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    sha256: str = Field(sa_column=Column(String(64), nullable=False))
+    key: str = Field(sa_column=Column(String(256), nullable=False))
+    created_at: datetime = _ts()
+    created_by: str = Field(sa_column=Column(String(256), nullable=False))
+    expires_at: datetime = _ts()
+
+
 models_t = ModelRow.__table__
 chains_t = ChainRow.__table__
 versions_t = VersionRow.__table__
@@ -445,3 +491,5 @@ checks_t = CheckRow.__table__
 policies_t = PolicyRow.__table__
 requests_t = RequestRow.__table__
 idempotency_t = IdempotencyRow.__table__
+artifacts_t = ArtifactRow.__table__
+uploads_t = UploadRow.__table__

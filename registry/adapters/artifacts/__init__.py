@@ -1,0 +1,1 @@
+"""Artifact stores: a local folder (the embedded default) and S3 through the minio client."""

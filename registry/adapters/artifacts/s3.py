@@ -1,0 +1,199 @@
+"""Artifacts in an S3 bucket (MinIO, AWS, ...), through the blocking ``minio`` client run in a
+bounded thread pool. Every client call passes keyword arguments (minio 8 makes them keyword-only).
+
+Uploads stream in parts of ``PART_SIZE`` with one part in flight while the next is received, so a
+20 GiB artifact never sits in memory, and stay an incomplete multipart upload until the digest
+was checked. Downloads are presigned for ``REGISTRY_S3_PUBLIC_ENDPOINT``
+(the address clients reach, which may differ from the one the service uses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+from minio import Minio
+from minio.commonconfig import ComposeSource, CopySource
+from minio.datatypes import Part
+from minio.error import S3Error
+
+from registry.adapters.artifacts.body import BlockingBody
+from registry.services.ports import Staged, Written
+
+PART_SIZE = 16 * 1024 * 1024
+MAX_COPY = 5 * 1024**3  # CopyObject's limit; larger objects are copied part by part
+DOWNLOAD_TTL = timedelta(minutes=5)
+BLOCK = 1024 * 1024
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Multipart:
+    """An incomplete multipart upload. minio 7's public ``put_object`` completes the upload as
+    soon as the stream ends; keeping it open until the digest is checked needs its per-part
+    calls (``_create_multipart_upload``, ``_upload_part``, ``_complete_multipart_upload``,
+    ``_abort_multipart_upload``), which is why minio is pinned below 8."""
+
+    name: str
+    upload_id: str
+    parts: list[Part]
+
+
+@dataclass(frozen=True, slots=True)
+class S3Location:
+    endpoint: str  # http(s)://host[:port]
+    bucket: str
+    prefix: str  # "" or ending in "/"
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
+    public_endpoint: str | None = None
+
+
+def _client(endpoint: str, loc: S3Location) -> Minio:
+    parts = urlsplit(endpoint)
+    # The region is given, so presigning never asks the server where the bucket is.
+    return Minio(endpoint=parts.netloc, access_key=loc.access_key, secret_key=loc.secret_key,
+                 region=loc.region, secure=parts.scheme == "https")
+
+
+class S3Store:
+    def __init__(self, loc: S3Location, threads: int = 16) -> None:
+        self.loc = loc
+        self.location = f"s3://{loc.bucket}/{loc.prefix}"
+        self._client = _client(loc.endpoint, loc)
+        self._public = _client(loc.public_endpoint or loc.endpoint, loc)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3")
+
+    def _key(self, key: str) -> str:
+        return self.loc.prefix + key
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    async def stage(self, key: str, body: AsyncIterator[bytes], length: int | None) -> Staged:
+        """A body of one part is kept in memory (at most ``PART_SIZE``) and PUT when published;
+        a larger one goes up as an incomplete multipart upload, which no reader sees until
+        ``publish`` completes it and which ``discard`` aborts, so no copy of the bytes is made."""
+        reader = BlockingBody(body, asyncio.get_running_loop())
+        reader.start()
+        try:
+            token = await self._run(lambda: self._upload_parts(self._key(key), reader))
+        finally:
+            await reader.stop()
+        return Staged(key, reader.written(), token)
+
+    def _upload_parts(self, name: str, reader: BlockingBody) -> bytes | _Multipart:
+        data = reader.read(PART_SIZE)
+        if len(data) < PART_SIZE:
+            return data
+        client = self._client
+        upload_id = client._create_multipart_upload(  # noqa: SLF001 - see _Multipart
+            bucket_name=self.loc.bucket, object_name=name,
+            headers={"Content-Type": "application/octet-stream"})
+        parts: list[Part] = []
+        try:
+            while data:
+                number = len(parts) + 1
+                etag = client._upload_part(  # noqa: SLF001
+                    bucket_name=self.loc.bucket, object_name=name, data=data, headers=None,
+                    upload_id=upload_id, part_number=number)
+                parts.append(Part(part_number=number, etag=etag))
+                data = reader.read(PART_SIZE)
+        except BaseException:
+            client._abort_multipart_upload(  # noqa: SLF001
+                bucket_name=self.loc.bucket, object_name=name, upload_id=upload_id)
+            raise
+        return _Multipart(name, upload_id, parts)
+
+    async def publish(self, staged: Staged) -> None:
+        name, token = self._key(staged.key), staged.token
+        if isinstance(token, _Multipart):
+            await self._run(lambda: self._client._complete_multipart_upload(  # noqa: SLF001
+                bucket_name=self.loc.bucket, object_name=name, upload_id=token.upload_id,
+                parts=token.parts))
+        else:
+            await self._run(lambda: self._client.put_object(
+                bucket_name=self.loc.bucket, object_name=name, data=io.BytesIO(token),
+                length=len(token)))
+
+    async def discard(self, staged: Staged) -> None:
+        token = staged.token
+        if isinstance(token, _Multipart):
+            await self._run(lambda: self._client._abort_multipart_upload(  # noqa: SLF001
+                bucket_name=self.loc.bucket, object_name=token.name, upload_id=token.upload_id))
+
+    async def move(self, source: str, target: str, size: int) -> None:
+        src, dst = self._key(source), self._key(target)
+
+        def copy() -> None:
+            if size <= MAX_COPY:
+                self._client.copy_object(bucket_name=self.loc.bucket, object_name=dst,
+                                         source=CopySource(bucket_name=self.loc.bucket, object_name=src))
+            else:
+                self._client.compose_object(
+                    bucket_name=self.loc.bucket, object_name=dst,
+                    sources=[ComposeSource(bucket_name=self.loc.bucket, object_name=src)])
+            self._client.remove_object(bucket_name=self.loc.bucket, object_name=src)
+
+        await self._run(copy)
+
+    async def delete(self, key: str) -> None:
+        name = self._key(key)
+        await self._run(lambda: self._client.remove_object(bucket_name=self.loc.bucket,
+                                                           object_name=name))
+
+    async def digest(self, key: str) -> Written | None:
+        name = self._key(key)
+
+        def hash_object() -> Written | None:
+            try:
+                response = self._client.get_object(bucket_name=self.loc.bucket, object_name=name)
+            except S3Error as exc:
+                if exc.code == "NoSuchKey":
+                    return None
+                raise
+            sha, size = hashlib.sha256(), 0
+            try:
+                for block in response.stream(BLOCK):
+                    sha.update(block)
+                    size += len(block)
+            finally:
+                response.close()
+                response.release_conn()
+            return Written(size, sha.hexdigest())
+
+        return await self._run(hash_object)
+
+    async def read(self, key: str) -> AsyncIterator[bytes]:
+        name = self._key(key)
+        response: Any = await self._run(lambda: self._client.get_object(
+            bucket_name=self.loc.bucket, object_name=name))
+        blocks = response.stream(BLOCK)
+        try:
+            while block := await self._run(lambda: next(blocks, b"")):
+                yield block
+        finally:
+            response.close()
+            response.release_conn()
+
+    def download_url(self, key: str, filename: str) -> str | None:
+        disposition = f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
+        return self._public.presigned_get_object(
+            bucket_name=self.loc.bucket, object_name=self._key(key), expires=DOWNLOAD_TTL,
+            response_headers={"response-content-disposition": disposition})
+
+    def upload_url(self, key: str, ttl: float) -> str | None:
+        return self._public.presigned_put_object(bucket_name=self.loc.bucket,
+                                                 object_name=self._key(key),
+                                                 expires=timedelta(seconds=ttl))
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
