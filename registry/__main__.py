@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from registry import cli, pipeline
+from registry import artifact_cli, cli, pipeline
 from registry.config import ConfigError, Settings
 
 DEFAULT_OPENAPI = Path("openapi/openapi.json")
@@ -224,6 +224,7 @@ def parser() -> argparse.ArgumentParser:
     o.set_defaults(fn=cmd_openapi)
 
     pipeline.add_commands(sub)
+    artifact_cli.add_commands(sub)
     return p
 
 

@@ -11,6 +11,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Server
 from litestar.routes import HTTPRoute
 
 import registry
+from registry.api.controllers.artifacts import ArtifactController, resolve_uri
 from registry.api.controllers.audit import AuditController
 from registry.api.controllers.gates import GateController, TransitionRequestController
 from registry.api.controllers.health import healthz, readyz
@@ -67,7 +68,7 @@ def create_app(container: Container, *, on_startup: Sequence[Hook] = (),
         path="/api/v1",
         route_handlers=[ModelController, VersionController, AuditController, TokenController,
                         WebhookController, LineageSinkController, GateController,
-                        TransitionRequestController],
+                        TransitionRequestController, ArtifactController, resolve_uri],
         middleware=[DefineMiddleware(TokenAuthMiddleware)],
     )
 

@@ -33,6 +33,7 @@ _DESCRIPTIONS = {
     409: "already_exists, invalid_transition (with `allowed`), conflict, or "
          "idempotency_in_progress (a request with this Idempotency-Key is still running)",
     412: "precondition_failed: If-Match or an expected_* field is stale",
+    413: "validation_error: the body is larger than this operation takes",
     422: "gate_failed (with `results` and `failed`), or idempotency_conflict (the "
          "Idempotency-Key was used with another body)",
     503: "unavailable: the database cannot be reached",

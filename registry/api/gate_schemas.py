@@ -90,8 +90,8 @@ class PolicyRequest(Request):
     required_approvals: Annotated[int, Meta(ge=0, le=MAX_APPROVALS)] | UnsetType = UNSET
     auto_apply: bool | UnsetType = UNSET
     min_staging_seconds: Annotated[int, Meta(ge=0, le=MAX_STAGING_SECONDS)] | UnsetType = UNSET
-    required_fields: Annotated[list[Annotated[str, Meta(pattern="^(description|run_id)$")]],
-                               Meta(max_length=2)] | UnsetType = UNSET
+    required_fields: Annotated[list[Annotated[str, Meta(pattern="^(description|run_id|artifact)$")]],
+                               Meta(max_length=3)] | UnsetType = UNSET
 
 
 class PolicyRules(Struct):

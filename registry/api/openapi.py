@@ -14,6 +14,7 @@ from litestar.openapi.spec import (
     OpenAPIResponse,
     Parameter,
     Reference,
+    RequestBody,
     Schema,
 )
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
@@ -128,7 +129,7 @@ def _constrain_gates(components: dict) -> None:
     _constrain_items(props.get("required_checks"), Schema(
         type=OpenAPIType.STRING, min_length=1, max_length=200, pattern=meta.pattern))
     _constrain_items(props.get("required_fields"), Schema(
-        type=OpenAPIType.STRING, pattern="^(description|run_id)$"))
+        type=OpenAPIType.STRING, pattern="^(description|run_id|artifact)$"))
     for name in ("required_approvals", "min_staging_seconds"):
         for option in _options(props.get(name)):
             if option.type == OpenAPIType.INTEGER:
@@ -162,6 +163,7 @@ def tighten(document: OpenAPI) -> OpenAPI:
             expires.format = OpenAPIFormat.DATE_TIME  # Litestar drops msgspec's extra_json_schema
     _constrain_webhooks(components or {})
     _constrain_gates(components or {})
+    _artifacts(document, components or {})
     _posts(document)
     return document
 
@@ -184,6 +186,31 @@ def _constrain_webhooks(components: dict) -> None:
     since = (recover.properties or {}).get("since") if isinstance(recover, Schema) else None
     if isinstance(since, Schema):
         since.format = OpenAPIFormat.DATE_TIME
+
+
+def _artifacts(document: OpenAPI, components: dict) -> None:
+    """A file upload's body is raw bytes (the handler streams it, so Litestar sees no body); a
+    download answers bytes; ``ge=0`` is a falsy bound Litestar drops."""
+    binary = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+    for item in (document.paths or {}).values():
+        if item.put is not None and item.put.operation_id == "uploadArtifact":
+            item.put.request_body = RequestBody(required=True, description="the file's bytes",
+                                                 content={"application/octet-stream":
+                                                          OpenAPIMediaType(schema=binary)})
+        ops = [op for op in (item.get, item.put, item.delete) if op is not None]
+        for op in ops:
+            for param in op.parameters or []:
+                if isinstance(param, Parameter) and param.name == "path" and param.param_in == "path":
+                    param.schema = Schema(type=OpenAPIType.STRING, min_length=1, max_length=512,
+                                          description="the file's path in the version")
+        if item.get is not None and item.get.operation_id == "downloadArtifact":
+            ok = (item.get.responses or {}).get("200")
+            if isinstance(ok, OpenAPIResponse):
+                ok.content = {"application/octet-stream": OpenAPIMediaType(schema=binary)}
+    upload = components.get("RequestUploadRequest")
+    size = (upload.properties or {}).get("size") if isinstance(upload, Schema) else None
+    if isinstance(size, Schema):
+        size.minimum = 0
 
 
 def document(app: Litestar) -> dict:

@@ -189,12 +189,15 @@ class ModelVersionResponse(Struct):
     created_by: str
     etag: str
     stage_since: datetime | None  # when the version entered its current stage
+    sealed_at: datetime | None  # when its artifacts were frozen (its first move out of none)
+    manifest_digest: str | None  # sha256 of the sealed manifest's canonical JSON
 
     @classmethod
     def of(cls, v: ModelVersion) -> ModelVersionResponse:
         return cls(v.model, v.version, v.stage.value, v.source, v.run_id, v.description, v.tags,
                    v.metrics, [DatasetBody(i.namespace, i.name, i.version) for i in v.inputs],
-                   v.created_at, v.updated_at, v.created_by, v.etag, v.stage_since)
+                   v.created_at, v.updated_at, v.created_by, v.etag, v.stage_since, v.sealed_at,
+                   v.manifest_digest)
 
 
 class ModelList(Struct):
@@ -314,7 +317,8 @@ class Health(Struct):
 
 
 class Problem(Struct, omit_defaults=True):
-    """RFC 9457 problem details; extension members (allowed, results, failed, errors) at top level."""
+    """RFC 9457 problem details; extension members (allowed, results, failed, errors, ...) at top
+    level."""
 
     type: str
     title: str
@@ -329,6 +333,10 @@ class Problem(Struct, omit_defaults=True):
     failed: list[str] | None = None
     errors: list[dict[str, Any]] | None = None
     request_id: int | None = None
+    sealed_at: str | None = None  # the version's artifacts are sealed
+    uploads: list[dict[str, Any]] | None = None  # presigned uploads that stop a seal
+    expected_sha256: str | None = None  # an upload's declared digest ...
+    actual_sha256: str | None = None  # ... and what its bytes hash to
 
 
 # -- webhooks and lineage --------------------------------------------------------------------

@@ -23,19 +23,22 @@ Settings: ``REGISTRY_URL`` (default ``http://127.0.0.1:8000``) and ``REGISTRY_TO
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import functools
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, NotRequired, ParamSpec, TypedDict, TypeVar, overload
+from typing import Any, BinaryIO, Generic, Literal, NotRequired, ParamSpec, TypedDict, TypeVar, overload
 from urllib.parse import quote
 
 import httpx
 
 from registry.client.answers import (  # noqa: F401 - re-exported
     Approval,
+    ArtifactFile,
     AuditEntry,
     Check,
     CheckReport,
@@ -50,6 +53,7 @@ from registry.client.answers import (  # noqa: F401 - re-exported
     Policy,
     ReportedCheck,
     RequestState,
+    Resolved,
     Stage,
     Token,
     Transition,
@@ -59,6 +63,7 @@ from registry.client.answers import (  # noqa: F401 - re-exported
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 PAGE_LIMIT = 1000
+CHUNK = 1024 * 1024
 
 
 class RegistryClientError(Exception):
@@ -375,6 +380,18 @@ class _Operations:
         ``filters``: version, actor, action, since, until."""
         return _list("/audit", model=model, **filters)
 
+    # -- artifacts ---------------------------------------------------------------------------------
+
+    @paged
+    def list_artifacts(model: str, version: int) -> Op[Page[ArtifactFile]]:
+        """The version's files by path, with sizes and sha256."""
+        return _list(f"{_version_path(model, version)}/artifacts")
+
+    @endpoint
+    def resolve(uri: str) -> Op[Resolved]:
+        """The version a ``models:/`` URI names now."""
+        return Op("GET", "/resolve", params={"uri": uri})
+
     @endpoint
     def audit_head(model: str | None = None) -> Op[list[dict[str, Any]]]:
         """Each visible chain's latest ``{chain, model, seq, hash}``."""
@@ -440,6 +457,27 @@ class RegistryClient(_Operations):
             page = self._call(op)
             yield from page["items"]
             op = _next_page(op, page)
+
+    def upload_artifact(self, model: str, version: int, path: str, file: BinaryIO,
+                        sha256: str) -> ArtifactFile:
+        """Stream ``file`` to the version's ``path``; the server refuses it unless its bytes
+        hash to ``sha256`` (hex). Not retried: the body is a stream."""
+        digest = "sha-256=:" + base64.b64encode(bytes.fromhex(sha256)).decode() + ":"
+        url = f"{_version_path(model, version)}/artifacts/{quote(path, safe='/')}"
+        response = self._http.put(url, content=iter(functools.partial(file.read, CHUNK), b""),
+                                  headers={"Content-Digest": digest}, timeout=None)
+        return Op[ArtifactFile]("PUT", url).answer(response)
+
+    @contextlib.contextmanager
+    def download_artifact(self, model: str, version: int, path: str) -> Iterator[httpx.Response]:
+        """The file's response, its body not yet read (``iter_bytes``); a presigned redirect is
+        followed, without our token (httpx drops it when the origin changes)."""
+        url = f"{_version_path(model, version)}/artifacts/{quote(path, safe='/')}"
+        with self._http.stream("GET", url, follow_redirects=True, timeout=None) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise RegistryClientError(response.status_code, _problem(response))
+            yield response
 
 
 class AsyncRegistryClient(_Operations):

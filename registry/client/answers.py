@@ -40,6 +40,26 @@ class ModelVersion(TypedDict):
     created_at: str
     updated_at: str
     created_by: str
+    stage_since: str | None
+    sealed_at: str | None
+    manifest_digest: str | None
+
+
+class ArtifactFile(TypedDict):
+    path: str
+    size: int
+    sha256: str
+    uploaded_at: str
+    uploaded_by: str
+
+
+class Resolved(TypedDict):
+    model: str
+    version: int
+    stage: Stage
+    artifacts_url: str
+    manifest_digest: str | None
+    sealed_at: str | None
 
 
 class Transition(TypedDict):
