@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,7 +31,7 @@ class BlockingBody:
         self._loop = loop
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=READ_AHEAD_CHUNKS)
         self._feeder: asyncio.Task[None] | None = None
-        self._pending: list[bytes] = []
+        self._pending: deque[bytes] = deque()
         self._buffered = 0
         self._done = False
         self._sha = hashlib.sha256()
@@ -69,7 +70,8 @@ class BlockingBody:
         return items
 
     def read(self, n: int = -1) -> bytes:
-        """Called in a worker thread: up to ``n`` bytes (all that is left when ``n`` < 0)."""
+        """Called in a worker thread: up to ``n`` bytes (all that is left when ``n`` < 0). Whole
+        chunks are handed on and only the last one is split, so a part costs one copy."""
         while not self._done and (n < 0 or self._buffered < n):
             for item in asyncio.run_coroutine_threadsafe(self._take(), self._loop).result():
                 if item is _END:
@@ -82,13 +84,20 @@ class BlockingBody:
                     self.size += len(item)
                     self._pending.append(item)
                     self._buffered += len(item)
-        data = b"".join(self._pending)
-        if 0 <= n < len(data):
-            data, rest = data[:n], data[n:]
-            self._pending, self._buffered = [rest], len(rest)
-        else:
-            self._pending, self._buffered = [], 0
-        return data
+        if n < 0 or self._buffered <= n:
+            taken, self._pending, self._buffered = list(self._pending), deque(), 0
+            return b"".join(taken)
+        taken, size = [], 0
+        while size < n:
+            chunk = self._pending.popleft()
+            if size + len(chunk) > n:
+                cut = n - size
+                self._pending.appendleft(chunk[cut:])
+                chunk = chunk[:cut]
+            taken.append(chunk)
+            size += len(chunk)
+        self._buffered -= n
+        return b"".join(taken)
 
     def written(self) -> Written:
         return Written(self.size, self._sha.hexdigest())

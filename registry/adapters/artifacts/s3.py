@@ -106,6 +106,7 @@ class S3Store:
                     bucket_name=self.loc.bucket, object_name=name, data=data, headers=None,
                     upload_id=upload_id, part_number=number)
                 parts.append(Part(part_number=number, etag=etag))
+                del data  # let the sent part go before the next one is read
                 data = reader.read(PART_SIZE)
         except BaseException:
             client._abort_multipart_upload(  # noqa: SLF001
