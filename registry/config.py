@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from registry.domain.artifacts import artifact_path
 from registry.domain.errors import ValidationError
 from registry.domain.gates import Policy
 from registry.domain.stages import Stage
@@ -144,11 +145,22 @@ class Settings:
         self.data_dir.mkdir(parents=True, exist_ok=True)
 
 
+# S3 takes at most 10,000 parts; the S3 store sends 16 MiB parts.
+MAX_ARTIFACT_BYTES = 10_000 * 16 * 1024**2
+
+
+def _max_artifact_bytes(env: Mapping[str, str]) -> int:
+    value = int(_number(env, "REGISTRY_MAX_ARTIFACT_BYTES", 20 * 1024**3, low=1, integer=True))
+    if value > MAX_ARTIFACT_BYTES:
+        raise ConfigError(f"REGISTRY_MAX_ARTIFACT_BYTES is at most {MAX_ARTIFACT_BYTES} "
+                          "(10,000 parts of 16 MiB)")
+    return value
+
+
 def _artifacts(env: Mapping[str, str], data_dir: Path) -> ArtifactSettings:
     url = env.get("REGISTRY_ARTIFACTS_URL", "").strip() or str(data_dir / "artifacts")
     common = {
-        "max_bytes": int(_number(env, "REGISTRY_MAX_ARTIFACT_BYTES", 20 * 1024**3, low=1,
-                                 integer=True)),
+        "max_bytes": _max_artifact_bytes(env),
         # SigV4 presigned URLs live at most 7 days.
         "upload_ttl": min(_number(env, "REGISTRY_ARTIFACT_UPLOAD_TTL", 3600.0, low=60.0), 604800.0),
         "threads": int(_number(env, "REGISTRY_ARTIFACT_THREADS", 16, low=1, integer=True)),
@@ -172,6 +184,13 @@ def _artifacts(env: Mapping[str, str], data_dir: Path) -> ArtifactSettings:
             or re.fullmatch(r"[0-9.]+", bucket)):
         raise ConfigError(f"REGISTRY_ARTIFACTS_URL: {bucket!r} is not a valid S3 bucket name "
                           "(3-63 letters, digits, '.', '-', '_')")
+    prefix = url.removeprefix("s3://").partition("/")[2].strip("/")
+    if prefix:
+        try:
+            artifact_path(prefix)
+        except ValidationError as exc:
+            raise ConfigError(f"REGISTRY_ARTIFACTS_URL: the prefix {prefix!r} is refused: "
+                              f"{exc.detail}") from None
     endpoint = env.get("REGISTRY_S3_ENDPOINT", "").strip().rstrip("/")
     public = env.get("REGISTRY_S3_PUBLIC_ENDPOINT", "").strip().rstrip("/") or None
     for name, value in (("REGISTRY_S3_ENDPOINT", endpoint), ("REGISTRY_S3_PUBLIC_ENDPOINT", public)):

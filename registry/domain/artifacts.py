@@ -104,6 +104,7 @@ class Artifact:
     sha256: str
     uploaded_at: datetime
     uploaded_by: str
+    key: str = ""  # where the store holds the bytes; not part of the manifest
 
     def entry(self) -> dict[str, Any]:
         return {"path": self.path, "size": self.size, "sha256": self.sha256}

@@ -1,10 +1,12 @@
 """Artifact files of a version: upload, list, download, presigned uploads and sealing.
 
-Bytes never pass through a transaction: an upload is staged first (a temporary file, or an S3
-multipart upload not yet completed), and only after its digest matched does a short unit of work
-take the model's lock, check the version is still unsealed, publish the bytes in place and record
-them. So a refused or broken upload leaves
-nothing behind, and a seal can never race a file into a version after the fact.
+Bytes never pass through a transaction, nor wait for a lock. Every write goes to a key of its
+own (``<model id>/<version>/<write id>/<path>``) that no row names yet: it is staged (a temporary
+file, or an S3 multipart upload not completed), published only after its digest matched, and
+then a short unit of work takes the model's lock, checks the version is still unsealed and makes
+the file's row name that key. Bytes a row stops naming are removed after that commit. So a
+refused or broken upload leaves nothing behind, a listed file's bytes never change under it, and
+a seal can never race a file into a version after the fact.
 """
 
 from __future__ import annotations
@@ -86,13 +88,24 @@ class Sealed:
 
 
 def file_key(model: RegisteredModel, version: int, path: str) -> str:
-    """Where a version's file lives, by the model's immutable id: a rename never moves bytes."""
-    return f"{model.id}/{version}/{path}"
+    """A new key for one write of a file, under the model's immutable id (a rename moves
+    nothing); the path stays last, so the stored object keeps the file's name."""
+    return f"{model.id}/{version}/{uuid.uuid4().hex}/{path}"
 
 
 def temporary_key() -> str:
     """Where a presigned upload lands until sealing checked it."""
     return f".uploads/{uuid.uuid4().hex}"
+
+
+async def _forget(store: ArtifactStore, keys: list[str]) -> None:
+    """Remove bytes no row names any more, after the commit. A failure leaves an unlisted object
+    behind (logged), and must not report the committed change as failed."""
+    for key in keys:
+        try:
+            await store.delete(key)
+        except Exception:
+            log.warning("artifact_orphaned", key=key, exc_info=True)
 
 
 async def _limited(body: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
@@ -120,44 +133,49 @@ async def _writable(uow: UnitOfWork, name: str, number: int, *,
 
 async def upload_artifact(cmd: UploadArtifact, body: AsyncIterator[bytes], store: ArtifactStore,
                           check: UnitOfWork, uow: UnitOfWork, limit: int) -> tuple[Artifact, bool]:
-    """Stream the body to the store, hashing it; publish it only if it matches the declared
-    digest and the version is still unsealed. Returns the file and whether it is new."""
+    """Stream the body to the store, hashing it; keep it only if it matches the declared digest
+    and the version is still unsealed. Returns the file and whether it is new."""
     path = artifact_path(cmd.path)
     if cmd.length is not None and cmd.length > limit:
         raise TooLargeError(f"an artifact is at most {limit} bytes (REGISTRY_MAX_ARTIFACT_BYTES)")
     async with check:  # refuse before receiving gigabytes
         model, _ = await _writable(check, cmd.model, cmd.version, lock=False)
     staged = await store.stage(file_key(model, cmd.version, path), _limited(body, limit), cmd.length)
-    published = False
+    written = staged.written
+    if cmd.sha256 is not None and written.sha256 != cmd.sha256:
+        await store.discard(staged)
+        raise DigestMismatchError("the body's sha256 is not the declared digest; nothing was kept",
+                                  cmd.sha256, written.sha256)
     try:
-        written = staged.written
-        if cmd.sha256 is not None and written.sha256 != cmd.sha256:
-            raise DigestMismatchError("the body's sha256 is not the declared digest; nothing was kept",
-                                      cmd.sha256, written.sha256)
+        await store.publish(staged)  # at a key no row names yet: no lock needed
+    except BaseException:
+        await store.discard(staged)
+        raise
+    try:
         async with uow:
-            model, version = await _writable(uow, cmd.model, cmd.version, lock=True)
-            if file_key(model, version.version, path) != staged.key:
+            locked, version = await _writable(uow, cmd.model, cmd.version, lock=True)
+            if locked.id != model.id:
                 raise ConflictError(f"model {cmd.model!r} was deleted and created again during "
                                     "the upload; nothing was kept")
-            # Under the model's lock: a seal cannot slip between the check and the publish.
-            await store.publish(staged)
-            published = True
-            artifact, before = await _record(uow, model, version, path, written)
+            artifact, before = await _record(uow, locked, version, path, written, staged.key)
             await uow.commit()
-    finally:
-        if not published:
-            await store.discard(staged)
+    except BaseException:
+        await store.delete(staged.key)
+        raise
+    if before is not None:
+        await _forget(store, [before.key])  # the replaced write's own key, named by no row now
     log.info("artifact_uploaded", model=model.name, version=version.version, path=path,
              size=artifact.size, sha256=artifact.sha256)
     return artifact, before is None
 
 
 async def _record(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion, path: str,
-                  written: Written) -> tuple[Artifact, Artifact | None]:
-    """Record a file now in place (the caller holds the model's lock)."""
+                  written: Written, key: str) -> tuple[Artifact, Artifact | None]:
+    """Make the file's row name ``key`` (the caller holds the model's lock); returns the new
+    file and the one it replaced."""
     assert version.id is not None
     before = await uow.repo.get_artifact(version.id, path)
-    artifact = Artifact(path, written.size, written.sha256, uow.now(), uow.actor.name)
+    artifact = Artifact(path, written.size, written.sha256, uow.now(), uow.actor.name, key)
     await uow.repo.put_artifact(version.id, artifact)
     uow.record(model, ArtifactUploaded(model=model.name, version=version.version,
                                        before=before.entry() if before else None,
@@ -178,7 +196,7 @@ async def delete_artifact(model_name: str, number: int, raw_path: str, store: Ar
         uow.record(model, ArtifactDeleted(model=model.name, version=number, before=artifact.entry()))
         await uow.commit()
     # After the commit: if this fails, an unlisted object remains, never a listed missing one.
-    await store.delete(file_key(model, number, path))
+    await _forget(store, [artifact.key])
 
 
 async def list_artifacts(model_name: str, number: int, cursor: str | None, limit: int | None,
@@ -210,8 +228,7 @@ async def artifact_download(model_name: str, number: int, raw_path: str, store: 
         artifact = await uow.repo.get_artifact(version.id, path)
     if artifact is None:
         raise NotFoundError(f"version {number} has no artifact {path!r}")
-    key = file_key(model, number, path)
-    return Download(artifact, key, store.download_url(key, path.rsplit("/", 1)[-1]))
+    return Download(artifact, artifact.key, store.download_url(artifact.key, path.rsplit("/", 1)[-1]))
 
 
 async def request_upload(cmd: RequestUpload, store: ArtifactStore, uow: UnitOfWork,
@@ -235,55 +252,77 @@ async def request_upload(cmd: RequestUpload, store: ArtifactStore, uow: UnitOfWo
         record = await uow.repo.add_upload(version.id, path, cmd.size, sha256, key, uow.actor.name,
                                            now, now + timedelta(seconds=ttl))
         await uow.commit()
-    for old in replaced:  # whatever was uploaded for the old ticket is never read now
-        await store.delete(old.key)
+    # Whatever was uploaded for the old ticket is never read now.
+    await _forget(store, [old.key for old in replaced])
     return UploadTicket(record.id, path, url, record.expires_at)
 
 
-async def _check_upload(store: ArtifactStore, upload: UploadRecord,
-                        now: datetime) -> tuple[Written | None, str | None]:
-    """What was uploaded for the ticket, and the problem with it (None: it matches)."""
-    written = await store.digest(upload.key)
+async def _place_upload(store: ArtifactStore, model: RegisteredModel, number: int,
+                        upload: UploadRecord, now: datetime) -> tuple[str | None, Written | None, str | None]:
+    """Copy what was uploaded for the ticket to a key of its own (beyond the reach of the
+    presigned URL, which still works), then hash that copy: what is checked is what is kept.
+    Returns the key and digest, or the problem (the copy removed)."""
+    key = file_key(model, number, upload.path)
+    if not await store.copy(upload.key, key):
+        return None, None, "expired without an upload" if upload.expires_at <= now else "not uploaded yet"
+    written = await store.digest(key)
+    problem = None
     if written is None:
-        return None, "expired without an upload" if upload.expires_at <= now else "not uploaded yet"
-    if written.size != upload.size:
-        return written, f"{written.size} bytes uploaded, {upload.size} declared"
-    if written.sha256 != upload.sha256:
-        return written, f"sha256 {written.sha256} uploaded, {upload.sha256} declared"
-    return written, None
+        problem = "vanished while it was checked"
+    elif written.size != upload.size:
+        problem = f"{written.size} bytes uploaded, {upload.size} declared"
+    elif written.sha256 != upload.sha256:
+        problem = f"sha256 {written.sha256} uploaded, {upload.sha256} declared"
+    if problem is not None:
+        await store.delete(key)
+        return None, None, problem
+    return key, written, None
 
 
 async def seal_version(model_name: str, number: int, store: ArtifactStore, check: UnitOfWork,
                        uow: UnitOfWork) -> Sealed:
-    """Check every presigned upload against what was declared, move the good ones into place,
-    then seal the version. Any upload missing or wrong: nothing changes (409 lists them)."""
+    """Check every presigned upload against what was declared, keep the good ones, then seal
+    the version. Any upload missing or wrong: nothing changes (409 lists them)."""
     async with check:
-        _, version = await _writable(check, model_name, number, lock=False)
+        model, version = await _writable(check, model_name, number, lock=False)
         assert version.id is not None
         uploads = await check.repo.uploads(version.id)
         now = check.now()
-    checked = [(u, *await _check_upload(store, u, now)) for u in uploads]
-    async with uow:
-        model, version = await _writable(uow, model_name, number, lock=True)
-        assert version.id is not None
-        current = {u.id for u in await uow.repo.uploads(version.id)}
-        problems = [{"path": u.path, "problem": p} for u, _, p in checked
-                    if u.id in current and p is not None and p != "expired without an upload"]
-        if problems or current - {u.id for u in uploads}:
-            problems = problems or [{"path": None, "problem": "uploads changed while sealing; retry"}]
-            raise UploadsUnsettledError("some presigned uploads are missing or do not match what "
-                                        "was declared; nothing was sealed", problems)
-        for upload, written, problem in checked:
-            if problem is None and written is not None:
-                await store.move(upload.key, file_key(model, version.version, upload.path),
-                                 written.size)
-                await _record(uow, model, version, upload.path, written)
-            await uow.repo.delete_upload(upload.id)
-        manifest = await seal(uow, model, version)
-        version.revision += 1  # its representation (sealed_at) changed: a new ETag
-        version.updated_at = version.sealed_at or uow.now()
-        await uow.repo.save_version(version)
-        await uow.commit()
+    placed: list[str] = []
+    try:
+        checked = []
+        for upload in uploads:
+            key, written, problem = await _place_upload(store, model, number, upload, now)
+            checked.append((upload, key, written, problem))
+            if key is not None:
+                placed.append(key)
+        async with uow:
+            locked, version = await _writable(uow, model_name, number, lock=True)
+            assert version.id is not None
+            current = {u.id for u in await uow.repo.uploads(version.id)}
+            problems = [{"path": u.path, "problem": p} for u, _, _, p in checked
+                        if u.id in current and p is not None and p != "expired without an upload"]
+            if locked.id != model.id or current - {u.id for u in uploads}:
+                problems.append({"path": None, "problem": "uploads changed while sealing; retry"})
+            if problems:
+                raise UploadsUnsettledError("some presigned uploads are missing or do not match "
+                                            "what was declared; nothing was sealed", problems)
+            replaced = []
+            for upload, key, written, _ in checked:
+                if key is not None and written is not None:
+                    replaced.append((await _record(uow, locked, version, upload.path, written, key))[1])
+                await uow.repo.delete_upload(upload.id)
+            manifest = await seal(uow, locked, version)
+            version.revision += 1  # its representation (sealed_at) changed: a new ETag
+            version.updated_at = version.sealed_at or uow.now()
+            await uow.repo.save_version(version)
+            await uow.commit()
+    except BaseException:
+        for key in placed:
+            await store.delete(key)
+        raise
+    # After the commit, what no row names: the uploads' temporary objects, replaced files.
+    await _forget(store, [u.key for u in uploads] + [old.key for old in replaced if old is not None])
     return Sealed(version, manifest)
 
 

@@ -217,11 +217,11 @@ class ArtifactStore(Protocol):
         failure leaves nothing behind."""
         ...
     async def publish(self, staged: Staged) -> None:
-        """Put staged bytes in place at their key, at once (a reader sees the old or the new)."""
+        """Put staged bytes at their key, whole (never a partial object)."""
         ...
     async def discard(self, staged: Staged) -> None: ...
-    async def move(self, source: str, target: str, size: int) -> None:
-        """Put an existing object (a presigned upload) in place at ``target``."""
+    async def copy(self, source: str, target: str) -> bool:
+        """Copy an object (a presigned upload) to ``target``; False when there is none."""
         ...
     async def delete(self, key: str) -> None:
         """Remove the object if it exists."""

@@ -25,6 +25,7 @@ from registry.adapters.artifacts.local import LocalStore
 from registry.adapters.artifacts.s3 import S3Location, S3Store
 from registry.bootstrap import artifact_store
 from registry.config import Settings
+from registry.domain.errors import UnavailableError
 from registry.services.ports import Staged, Written
 from tests.s3_support import S3Server, s3_server, signatures_unchecked
 
@@ -277,25 +278,41 @@ async def test_what_stage_reports_is_what_was_stored_even_past_the_length(target
         assert await target.store.digest("7/9/f") == staged.written
 
 
-# -- move, delete, digest of nothing ---------------------------------------------------------
+# -- copy, delete, digest of nothing ---------------------------------------------------------
 
 
-async def test_move_puts_the_bytes_at_the_target_and_removes_the_source(target: Target) -> None:
-    """A presigned upload's object, moved into place when sealing found it good."""
+async def test_copy_puts_the_bytes_at_the_target_and_keeps_the_source(target: Target) -> None:
+    """A presigned upload's object, copied to a key of its own when sealing checks it (the
+    presigned URL may still write the source)."""
     await put(target.store, ".uploads/tmp1", b"v1 bytes")
-    await put(target.store, "7/4/model.bin", b"old bytes!")  # replaced by the move
+    await put(target.store, "7/4/model.bin", b"old bytes!")  # overwritten by the copy
     await put(target.store, "7/4/other.bin", b"kept")
 
-    await target.store.move(".uploads/tmp1", "7/4/model.bin", 8)
+    assert await target.store.copy(".uploads/tmp1", "7/4/model.bin") is True
 
-    assert target.objects() == {target.stored_key("7/4/model.bin"): b"v1 bytes",
+    assert target.objects() == {target.stored_key(".uploads/tmp1"): b"v1 bytes",
+                                target.stored_key("7/4/model.bin"): b"v1 bytes",
                                 target.stored_key("7/4/other.bin"): b"kept"}
-    assert await target.store.digest(".uploads/tmp1") is None
     assert await target.store.digest("7/4/model.bin") == written_of(b"v1 bytes")
 
+    # The copy is its own object: what the source becomes later does not reach it.
+    await put(target.store, ".uploads/tmp1", b"put again")
+    assert await read_all(target.store, "7/4/model.bin") == b"v1 bytes"
+
     await put(target.store, ".uploads/tmp2", b"nested")
-    await target.store.move(".uploads/tmp2", "7/4/deep/er/x.bin", 6)  # folders are made
+    assert await target.store.copy(".uploads/tmp2", "7/4/deep/er/x.bin") is True  # folders are made
     assert await read_all(target.store, "7/4/deep/er/x.bin") == b"nested"
+    assert await read_all(target.store, ".uploads/tmp2") == b"nested"
+    assert target.pending_uploads() == []
+
+
+async def test_copy_of_a_missing_source_is_false_and_writes_nothing(target: Target) -> None:
+    await put(target.store, "7/4/model.bin", b"stays")
+
+    assert await target.store.copy(".uploads/never-uploaded", "7/4/new.bin") is False
+    assert await target.store.copy(".uploads/never-uploaded", "7/4/model.bin") is False
+
+    assert target.objects() == {target.stored_key("7/4/model.bin"): b"stays"}
 
 
 async def test_delete_removes_one_object_and_a_missing_key_is_fine(target: Target) -> None:
@@ -313,8 +330,15 @@ async def test_delete_removes_one_object_and_a_missing_key_is_fine(target: Targe
 
 
 async def test_reading_a_missing_key_fails(target: Target) -> None:
-    with pytest.raises((FileNotFoundError, S3Error)):
-        await read_all(target.store, "7/6/missing")
+    """A row naming a key whose object is gone: the local store says so; S3's NoSuchKey from a
+    read (not digest() or copy(), which answer None / False) comes back as UnavailableError."""
+    if target.kind == "local":
+        with pytest.raises(FileNotFoundError):
+            await read_all(target.store, "7/6/missing")
+    else:
+        with pytest.raises(UnavailableError) as caught:
+            await read_all(target.store, "7/6/missing")
+        assert isinstance(caught.value.__cause__, S3Error) and caught.value.__cause__.code == "NoSuchKey"
 
 
 # -- URLs ---------------------------------------------------------------------------------------
@@ -371,7 +395,8 @@ async def test_a_presigned_put_and_get_reach_the_bucket(s3: S3Server) -> None:
                 assert put.status_code == 200, put.text
                 assert await store.digest(".uploads/feed") == written_of(data)
 
-                await store.move(".uploads/feed", "4/2/ünï code.txt", len(data))
+                assert await store.copy(".uploads/feed", "4/2/ünï code.txt") is True
+                await store.delete(".uploads/feed")
                 get_url = store.download_url("4/2/ünï code.txt", "ünï code.txt")
                 assert get_url is not None
                 got = await http.get(get_url)
@@ -388,24 +413,119 @@ async def test_a_presigned_put_and_get_reach_the_bucket(s3: S3Server) -> None:
 
 
 async def test_a_wrong_secret_key_is_refused_by_the_server(s3: S3Server) -> None:
-    """Proves the requests are signed and the signatures checked (and a 403 is no 'missing')."""
+    """Proves the requests are signed and the signatures checked (and a 403 is no 'missing'): every
+    call of a store with a wrong secret fails with UnavailableError (503), whose cause is the
+    server's SignatureDoesNotMatch; digest() and copy() do not mistake it for a missing object."""
     bucket = s3.make_bucket("badkey")
     good, bad = s3_store(s3, bucket), s3_store(s3, bucket, secret_key="not-the-secret-key")
+
+    def refused(caught: pytest.ExceptionInfo[UnavailableError], head: bool = False) -> None:
+        cause = caught.value.__cause__
+        # A HEAD (minio's copy_object looks at its source first) answers 403 with no body, which
+        # minio names AccessDenied.
+        codes = {"SignatureDoesNotMatch", "AccessDenied"} if head else {"SignatureDoesNotMatch"}
+        assert isinstance(cause, S3Error) and cause.code in codes, repr(cause)
+        assert caught.value.status == 503 and caught.value.code == "unavailable"
+
     try:
         staged = await bad.stage("1/1/a.bin", body(b"never stored"), 12)  # one part: kept in memory
-        with pytest.raises(S3Error) as refused:
+        with pytest.raises(UnavailableError) as caught:
             await bad.publish(staged)
-        assert refused.value.code == "SignatureDoesNotMatch"
+        refused(caught)
 
         await put(good, "1/1/b.bin", b"stored")
-        with pytest.raises(S3Error) as unread:
-            await bad.digest("1/1/b.bin")
-        assert unread.value.code == "SignatureDoesNotMatch"
-        objects = [o.object_name for o in s3.client().list_objects(bucket_name=bucket, recursive=True)]
-        assert objects == ["reg/1/1/b.bin"]
+        await put(good, ".uploads/t", b"uploaded")
+        calls = {
+            "digest": lambda: bad.digest("1/1/b.bin"),
+            "digest-missing": lambda: bad.digest("1/1/none"),
+            "copy": lambda: bad.copy(".uploads/t", "1/1/c.bin"),
+            "copy-missing": lambda: bad.copy(".uploads/none", "1/1/d.bin"),
+            "delete": lambda: bad.delete("1/1/b.bin"),
+            "read": lambda: read_all(bad, "1/1/b.bin"),
+        }
+        for name, call in calls.items():
+            with pytest.raises(UnavailableError) as caught:
+                await call()
+            refused(caught, head=name.startswith("copy"))
+        objects = {o.object_name for o in s3.client().list_objects(bucket_name=bucket, recursive=True)}
+        assert objects == {"reg/1/1/b.bin", "reg/.uploads/t"}
     finally:
         await good.close()
         await bad.close()
+
+
+async def test_a_local_store_that_cannot_write_its_root_is_unavailable(tmp_path: Path) -> None:
+    """A file where the root folder should be (the tests run as root, so permissions would not
+    stop a write): the disk's OSError is UnavailableError (503), never a FileNotFoundError."""
+    root = tmp_path / "artifacts"
+    root.write_bytes(b"not a folder")
+    store = LocalStore(root)
+    try:
+        calls = {
+            "stage": lambda: store.stage("1/1/a.bin", body(b"x"), 1),
+            "digest": lambda: store.digest("1/1/a.bin"),
+            "delete": lambda: store.delete("1/1/a.bin"),
+            "read": lambda: read_all(store, "1/1/a.bin"),
+        }
+        for name, call in calls.items():
+            with pytest.raises(UnavailableError) as caught:
+                await call()
+            assert isinstance(caught.value.__cause__, NotADirectoryError), name
+            assert caught.value.status == 503
+    finally:
+        await store.close()
+    assert root.read_bytes() == b"not a folder"
+
+
+async def test_a_failing_body_raises_its_own_error_not_unavailable(target: Target) -> None:
+    """The client leaving is an OSError too (ConnectionResetError): it must come back as itself,
+    not as the store being unavailable."""
+    failure = ConnectionResetError("the client went away")
+
+    async def breaks() -> AsyncIterator[bytes]:
+        yield b"some bytes"
+        raise failure
+
+    with pytest.raises(ConnectionResetError) as caught:
+        await target.store.stage("1/1/a.bin", breaks(), 100)
+    assert caught.value is failure
+    assert target.objects() == {} and target.pending_uploads() == []
+
+
+async def test_a_cancelled_stage_leaves_nothing_behind(target: Target) -> None:
+    """The request is cancelled (the client left, the server shuts down) while the body's
+    thread is mid-upload: on S3 after a part of the multipart upload went up, so the
+    upload must be aborted, not left pending; on disk the temporary file must go."""
+    never = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        for block in blocks(17):
+            yield block
+        await never.wait()
+        yield b"never"
+
+    def started() -> bool:
+        if target.kind == "local":
+            return bool(staged_files(target))
+        assert target.s3 is not None and target.bucket is not None
+        client = target.s3.client()
+        return any(client._list_parts(bucket_name=target.bucket, object_name=u.object_name,
+                                      upload_id=u.upload_id).parts
+                   for u in client._list_multipart_uploads(bucket_name=target.bucket).uploads)
+
+    task = asyncio.create_task(target.store.stage("1/1/big.bin", stalls(), None))
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await asyncio.to_thread(started):  # polls, no fixed wait
+        assert not task.done(), task
+        assert asyncio.get_running_loop().time() < deadline, "the upload never started"
+        await asyncio.sleep(0.02)
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert target.pending_uploads() == []
+    assert target.objects() == {}
 
 
 @pytest.mark.parametrize("key", ["../escaped", "1/1/../../../escaped", "/etc/passwd", "", ".",
@@ -435,7 +555,9 @@ async def test_a_local_key_outside_the_root_is_refused(tmp_path: Path, key: str)
             await read_all(store, key)
         await put(store, ".uploads/t", b"x")
         with pytest.raises(ValueError, match="leaves the store"):
-            await store.move(".uploads/t", key, 1)
+            await store.copy(".uploads/t", key)
+        with pytest.raises(ValueError, match="leaves the store"):
+            await store.copy(key, "1/1/copied")
     finally:
         await store.close()
     assert not (tmp_path / "escaped").exists()

@@ -1,7 +1,8 @@
 """Revision 0005 (artifact files, presigned uploads, ``sealed_at`` and ``manifest_digest``) on a
 database that already holds versions: every version past ``none`` is sealed as holding no files
 (``sealed_at`` = its ``updated_at``, the empty manifest's digest), a version in ``none`` stays open;
-the new tables refuse a second row for a (version, path) and go with their version; the downgrade
+the new tables refuse a second row for a (version, path) and go with their version; a file's row
+names its storage key (NOT NULL); the downgrade
 to 0004 drops them (SQLite keeps AUTOINCREMENT on the rebuilt model_versions) and upgrading again
 gives the declared schema. Then the repository's artifact and upload queries, on both backends:
 paths order by code point (COLLATE "C" on PostgreSQL), pages, replacement."""
@@ -107,6 +108,7 @@ async def _versions(url: str, *, sealed: bool = True) -> dict[int, dict[str, Any
 
 def _file_row(version_id: int, path: str, sha: str = SHA_A) -> dict[str, Any]:
     return {"version_id": version_id, "path": path, "size": 3, "sha256": sha,
+            "key": f"1/{version_id}/{sha[:32]}/{path}",
             "uploaded_at": datetime(2026, 1, 1, tzinfo=UTC), "uploaded_by": "alice"}
 
 
@@ -202,6 +204,32 @@ async def test_the_new_tables_hold_one_row_per_path_and_go_with_their_version(
     assert await _count(url, artifacts_t) == 0 and await _count(url, uploads_t) == 0
 
 
+def _key_column(conn: Connection) -> tuple[bool, int | None]:
+    [col] = [c for c in inspect(conn).get_columns("artifacts") if c["name"] == "key"]
+    return col["nullable"], getattr(col["type"], "length", None)
+
+
+async def test_a_file_row_must_name_its_storage_key(url: str) -> None:
+    """Every write of a file has a key of its own, which the row names: ``key`` is NOT NULL."""
+    await _upgrade(url, "0004")
+    await _insert_v4_model(url, "legacy")
+    await _upgrade(url)
+    ids = {v: r["id"] for v, r in (await _versions(url)).items()}
+    assert await _run(url, lambda conn: conn.run_sync(_key_column)) == (False, 1200)
+
+    without_key = {k: v for k, v in _file_row(ids[1], "a.bin").items() if k != "key"}
+    with pytest.raises(IntegrityError):
+        await _insert(url, artifacts_t, without_key)
+    with pytest.raises(IntegrityError):
+        await _insert(url, artifacts_t, {**without_key, "key": None})
+    longest = "1/1/" + "k" * 32 + "/" + "p" * 1163  # 1200 characters
+    await _insert(url, artifacts_t, {**without_key, "key": longest})
+
+    async def keys(conn: Any) -> list[str]:
+        return list((await conn.execute(select(artifacts_t.c.key))).scalars())
+    assert await _run(url, keys) == [longest]
+
+
 def _sqlite_autoincrement(conn: Connection) -> bool:
     sql = conn.exec_driver_sql(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'model_versions'").scalar()
@@ -272,13 +300,18 @@ async def _version_ids(c: Container, name: str, count: int = 2) -> list[int]:
     return found
 
 
-def _artifact(path: str, sha: str = SHA_A, size: int = 3, by: str = "alice") -> Artifact:
-    return Artifact(path, size, sha, datetime(2026, 2, 3, 4, 5, 6, 789000, tzinfo=UTC), by)
+def _artifact(path: str, sha: str = SHA_A, size: int = 3, by: str = "alice",
+              key: str | None = None) -> Artifact:
+    return Artifact(path, size, sha, datetime(2026, 2, 3, 4, 5, 6, 789000, tzinfo=UTC), by,
+                    key or f"9/1/{sha[:32]}/{path}")
 
 
 async def test_put_artifact_inserts_then_replaces(container: Container) -> None:
+    """Replacing a file replaces its row's key too: the new write's own key (the bytes of the
+    old one are removed by the service after the commit)."""
     v1, v2 = await _version_ids(container, await new_model(container))
-    first, second = _artifact("m.bin"), _artifact("m.bin", SHA_B, 99, "bob")
+    first = _artifact("m.bin", key="5/1/" + "1" * 32 + "/m.bin")
+    second = _artifact("m.bin", SHA_B, 99, "bob", key="5/1/" + "2" * 32 + "/m.bin")
     async with container.uow(ALICE) as uow:
         await uow.repo.put_artifact(v1, first)
         await uow.repo.put_artifact(v2, _artifact("m.bin"))
@@ -288,7 +321,9 @@ async def test_put_artifact_inserts_then_replaces(container: Container) -> None:
 
     async with container.uow(ALICE, write=False) as uow:
         assert await uow.repo.get_artifact(v1, "m.bin") == second
+        assert (await uow.repo.get_artifact(v1, "m.bin")).key == "5/1/" + "2" * 32 + "/m.bin"
         assert await uow.repo.list_artifacts(v1, None, None) == [second]
+        assert [a.key for a in await uow.repo.list_artifacts(v1, None, None)] == [second.key]
         assert await uow.repo.get_artifact(v2, "m.bin") == _artifact("m.bin"), "other version kept"
         assert await uow.repo.get_artifact(v1, "M.bin") is None
         assert (await uow.repo.count_artifacts(v1), await uow.repo.count_artifacts(v2)) == (1, 1)
@@ -311,7 +346,7 @@ async def test_artifacts_list_in_code_point_order_and_page(container: Container)
     v1, v2 = await _version_ids(container, await new_model(container))
     async with container.uow(ALICE) as uow:
         for i, path in enumerate(PATHS):
-            await uow.repo.put_artifact(v1, _artifact(path, size=i))
+            await uow.repo.put_artifact(v1, _artifact(path, size=i, key=f"k{i}/{path}"))
         await uow.repo.put_artifact(v2, _artifact("a0"))  # another version's file
         await uow.commit()
     expected = sorted(PATHS)
@@ -321,6 +356,7 @@ async def test_artifacts_list_in_code_point_order_and_page(container: Container)
         everything = await uow.repo.list_artifacts(v1, None, None)
         assert [a.path for a in everything] == expected
         assert {a.path: a.size for a in everything} == {p: i for i, p in enumerate(PATHS)}
+        assert {a.path: a.key for a in everything} == {p: f"k{i}/{p}" for i, p in enumerate(PATHS)}
 
         paged, after = [], None
         while page := await uow.repo.list_artifacts(v1, after, 5):

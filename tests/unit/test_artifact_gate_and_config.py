@@ -12,7 +12,7 @@ import pytest
 from registry.adapters.artifacts.local import LocalStore
 from registry.adapters.artifacts.s3 import S3Store
 from registry.bootstrap import artifact_store
-from registry.config import ArtifactSettings, ConfigError, Settings
+from registry.config import MAX_ARTIFACT_BYTES, ArtifactSettings, ConfigError, Settings
 from registry.domain.errors import ValidationError
 from registry.domain.gates import Candidate, GateContext, Policy, evaluate
 from registry.domain.stages import Stage, Trigger
@@ -218,6 +218,45 @@ def test_numbers_are_read(tmp_path: Path) -> None:
     art = settings(tmp_path, REGISTRY_MAX_ARTIFACT_BYTES=" 1048576 ",
                    REGISTRY_ARTIFACT_THREADS="4").artifact_store
     assert (art.max_bytes, art.threads) == (1048576, 4)
+
+
+def test_max_artifact_bytes_is_capped_at_what_16_mib_parts_can_carry(tmp_path: Path) -> None:
+    """S3 takes at most 10,000 parts and the S3 store sends 16 MiB parts."""
+    assert MAX_ARTIFACT_BYTES == 10_000 * 16 * 1024**2
+    art = settings(tmp_path, REGISTRY_MAX_ARTIFACT_BYTES=str(MAX_ARTIFACT_BYTES)).artifact_store
+    assert art.max_bytes == MAX_ARTIFACT_BYTES
+    for above in (MAX_ARTIFACT_BYTES + 1, 200 * GiB):
+        with pytest.raises(ConfigError, match="REGISTRY_MAX_ARTIFACT_BYTES is at most") as caught:
+            settings(tmp_path, REGISTRY_MAX_ARTIFACT_BYTES=str(above))
+        assert str(MAX_ARTIFACT_BYTES) in str(caught.value)
+    # The cap holds whatever the store: the local one too.
+    with pytest.raises(ConfigError, match="REGISTRY_MAX_ARTIFACT_BYTES"):
+        settings(tmp_path, **S3, REGISTRY_MAX_ARTIFACT_BYTES=str(MAX_ARTIFACT_BYTES + 1))
+
+
+@pytest.mark.parametrize("url", [
+    "s3://bkt/../x",
+    "s3://bkt/a/../b",
+    "s3://bkt/a/./b",
+    "s3://bkt/a//b",
+    "s3://bkt/a\\b",
+    "s3://bkt/a%2Fb",
+    "s3://bkt/a%252e",
+    "s3://bkt/tab\there",
+    "s3://bkt/" + "x" * 256,
+])
+def test_an_s3_prefix_follows_the_artifact_path_rules(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError, match="REGISTRY_ARTIFACTS_URL: the prefix .* is refused"):
+        settings(tmp_path, **{**S3, "REGISTRY_ARTIFACTS_URL": url})
+
+
+@pytest.mark.parametrize(("url", "stored"), [
+    ("s3://bkt/models/v1/", "s3://bkt/models/v1/"),
+    ("s3://bkt/modèles-ü/x_1.y", "s3://bkt/modèles-ü/x_1.y"),
+    ("s3://bkt//p/q//", "s3://bkt//p/q//"),  # the slashes around it are no part of the prefix
+])
+def test_valid_s3_prefixes_are_accepted(tmp_path: Path, url: str, stored: str) -> None:
+    assert settings(tmp_path, **{**S3, "REGISTRY_ARTIFACTS_URL": url}).artifact_store.url == stored
 
 
 # -- the store the composition root builds ----------------------------------------------------

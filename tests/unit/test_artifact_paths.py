@@ -289,6 +289,18 @@ def test_upload_facts_other_than_path_size_and_sha256_are_not_in_the_manifest() 
     assert Manifest.of([a]).files == ({"path": "a.bin", "size": 10, "sha256": a.sha256},)
 
 
+def test_the_storage_key_is_not_in_the_entry_nor_the_manifest() -> None:
+    """Each write of a file has a key of its own: two writes of the same bytes seal the same."""
+    a = _artifact("a.bin", 10)
+    assert a.key == ""  # not given: no key yet
+    keyed = [Artifact(a.path, a.size, a.sha256, WHEN, "alice", f"1/1/{n * 32}/a.bin") for n in "01"]
+    assert keyed[0] != keyed[1] and keyed[0].key == "1/1/" + "0" * 32 + "/a.bin"
+    assert keyed[0].entry() == keyed[1].entry() == a.entry() == {
+        "path": "a.bin", "size": 10, "sha256": a.sha256}
+    assert Manifest.of([keyed[0]]).digest == Manifest.of([keyed[1]]).digest == Manifest.of([a]).digest
+    assert "key" not in Manifest.of(keyed[:1]).canonical()
+
+
 def test_empty_manifest_digest_is_the_one_migration_0005_writes() -> None:
     assert Manifest.of([]).digest == EMPTY_MANIFEST_DIGEST
     assert EMPTY_MANIFEST_DIGEST == "sha256:" + hashlib.sha256(b'{"files":[]}').hexdigest()

@@ -116,12 +116,25 @@ async def test_an_error_in_the_body_surfaces_in_the_reading_thread(pool: ThreadP
         while data := reader.read(64):
             got.append(data)
 
+    assert reader.failure is None
     try:
-        with pytest.raises(ClientGone, match="disconnected"):
+        with pytest.raises(ClientGone, match="disconnected") as caught:
             await in_thread(pool, read_all)
     finally:
         await reader.stop()
     assert len(b"".join(got)) < 200  # the thread never saw a clean end
+    # The store tells the body's own failure from its disk's by identity (both may be OSError).
+    assert reader.failure is caught.value
+
+
+async def test_a_body_read_to_its_end_has_no_failure(pool: ThreadPoolExecutor) -> None:
+    reader = start(chunks_of([b"a" * 10, b"", b"b" * 5]))
+    try:
+        assert await in_thread(pool, lambda: reader.read(-1)) == b"a" * 10 + b"b" * 5
+        assert await in_thread(pool, lambda: reader.read(4)) == b""
+    finally:
+        await reader.stop()
+    assert reader.failure is None
 
 
 async def test_stop_wakes_a_thread_blocked_in_read(pool: ThreadPoolExecutor) -> None:
@@ -162,8 +175,9 @@ async def test_stop_before_the_thread_reads_makes_read_fail(pool: ThreadPoolExec
     reader = start(never_ends())
     await asyncio.sleep(0)
     await reader.stop()
-    with pytest.raises(BodyAbandoned):
+    with pytest.raises(BodyAbandoned) as caught:
         await in_thread(pool, lambda: reader.read(10))
+    assert reader.failure is caught.value and not isinstance(caught.value, OSError)
 
 
 async def test_read_ahead_is_bounded(pool: ThreadPoolExecutor) -> None:

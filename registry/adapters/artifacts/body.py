@@ -36,6 +36,8 @@ class BlockingBody:
         self._done = False
         self._sha = hashlib.sha256()
         self.size = 0
+        # What feeding the body raised (the client left, too large): the caller's, not the store's.
+        self.failure: Exception | None = None
 
     def start(self) -> None:
         self._feeder = self._loop.create_task(self._feed())
@@ -78,6 +80,7 @@ class BlockingBody:
                     self._done = True
                 elif isinstance(item, Exception):
                     self._done = True
+                    self.failure = item
                     raise item
                 else:
                     self._sha.update(item)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from registry.adapters.artifacts.body import BlockingBody
+from registry.domain.errors import UnavailableError
 from registry.services.ports import Staged, Written
 
 BLOCK = 1024 * 1024
@@ -23,6 +25,9 @@ class LocalStore:
         self.root = root.resolve()
         self.location = self.root.as_uri()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="artifacts")
+        # Receiving a body holds a thread as long as its client is slow: a pool of its own, so
+        # slow uploads never queue downloads and the short calls made under the model's lock.
+        self._bodies = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="artifacts-in")
 
     def _file(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -31,11 +36,20 @@ class LocalStore:
             raise ValueError(f"artifact key {key!r} leaves the store")
         return path
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+    async def _run(self, fn: Callable[[], T], pool: ThreadPoolExecutor | None = None,
+                   body: BlockingBody | None = None) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool or self._pool, fn)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if body is not None and exc is body.failure:
+                raise  # the request's body failed (the client left), not the disk
+            # A full or failing disk: the store is unavailable, not a bug of ours.
+            raise UnavailableError(f"the artifact store failed: {exc.strerror or exc}") from exc
 
     async def stage(self, key: str, body: AsyncIterator[bytes], length: int | None) -> Staged:
-        """Into ``.uploads/<random>`` next to the files (one file system, so publishing is a
+        """Into ``.uploads/<random>`` beside the files (one file system, so publishing is a
         rename), flushed to disk before it counts as received."""
         self._file(key)  # refuse a bad key before receiving anything
         temp = self._file(f".uploads/{uuid.uuid4().hex}")
@@ -50,7 +64,7 @@ class LocalStore:
                 os.fsync(out.fileno())
 
         reader.start()
-        job = asyncio.ensure_future(self._run(copy))
+        job = asyncio.ensure_future(self._run(copy, self._bodies, reader))
         try:
             await asyncio.shield(job)  # cancelled: still clean up after the thread, below
         except BaseException:
@@ -66,25 +80,39 @@ class LocalStore:
 
         def rename() -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged.token, target)  # atomic: readers see the old file or the new one
+            os.replace(staged.token, target)
 
         await self._run(rename)
 
     async def discard(self, staged: Staged) -> None:
         await self._run(lambda: Path(staged.token).unlink(missing_ok=True))
 
-    async def move(self, source: str, target: str, size: int) -> None:
+    async def copy(self, source: str, target: str) -> bool:
         src, dst = self._file(source), self._file(target)
 
-        def rename() -> None:
+        def copy_file() -> bool:
+            if not src.is_file():
+                return False
             dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)  # atomic on one file system: readers see the old or the new file
+            shutil.copyfile(src, dst)
+            return True
 
-        await self._run(rename)
+        return await self._run(copy_file)
 
     async def delete(self, key: str) -> None:
         path = self._file(key)
-        await self._run(lambda: path.unlink(missing_ok=True))
+        # The folders of this write (below <model id>/<version>/, which other writes share).
+        own = [path.parents[i] for i in range(max(0, key.count("/") - 2))]
+
+        def remove() -> None:
+            path.unlink(missing_ok=True)
+            for folder in own:
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty (or gone): the rest is someone else's
+                    break
+
+        await self._run(remove)
 
     async def digest(self, key: str) -> Written | None:
         path = self._file(key)
@@ -118,3 +146,4 @@ class LocalStore:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._bodies.shutdown(wait=False, cancel_futures=True)

@@ -20,15 +20,16 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from minio import Minio
-from minio.commonconfig import ComposeSource, CopySource
+from minio.commonconfig import CopySource
 from minio.datatypes import Part
-from minio.error import S3Error
+from minio.error import S3Error, ServerError
+from urllib3.exceptions import HTTPError
 
 from registry.adapters.artifacts.body import BlockingBody
+from registry.domain.errors import UnavailableError
 from registry.services.ports import Staged, Written
 
 PART_SIZE = 16 * 1024 * 1024
-MAX_COPY = 5 * 1024**3  # CopyObject's limit; larger objects are copied part by part
 DOWNLOAD_TTL = timedelta(minutes=5)
 BLOCK = 1024 * 1024
 T = TypeVar("T")
@@ -71,12 +72,18 @@ class S3Store:
         self._client = _client(loc.endpoint, loc)
         self._public = _client(loc.public_endpoint or loc.endpoint, loc)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3")
+        # Receiving a body holds a thread as long as its client is slow: a pool of its own, so
+        # slow uploads never queue downloads and the short calls made under the model's lock.
+        self._bodies = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3-in")
 
     def _key(self, key: str) -> str:
         return self.loc.prefix + key
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+    async def _run(self, fn: Callable[[], T], pool: ThreadPoolExecutor | None = None) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool or self._pool, fn)
+        except (S3Error, ServerError, HTTPError) as exc:  # S3 refused or is unreachable
+            raise UnavailableError(f"the artifact store failed: {exc}") from exc
 
     async def stage(self, key: str, body: AsyncIterator[bytes], length: int | None) -> Staged:
         """A body of one part is kept in memory (at most ``PART_SIZE``) and PUT when published;
@@ -84,10 +91,17 @@ class S3Store:
         ``publish`` completes it and which ``discard`` aborts, so no copy of the bytes is made."""
         reader = BlockingBody(body, asyncio.get_running_loop())
         reader.start()
+        job = asyncio.ensure_future(self._run(lambda: self._upload_parts(self._key(key), reader),
+                                              self._bodies))
         try:
-            token = await self._run(lambda: self._upload_parts(self._key(key), reader))
-        finally:
-            await reader.stop()
+            token = await asyncio.shield(job)  # cancelled: abort what the thread leaves, below
+        except BaseException:
+            await reader.stop()  # wakes a thread still waiting for body
+            done = await asyncio.gather(job, return_exceptions=True)
+            if isinstance(done[0], _Multipart):
+                await self.discard(Staged(key, reader.written(), done[0]))
+            raise
+        await reader.stop()
         return Staged(key, reader.written(), token)
 
     def _upload_parts(self, name: str, reader: BlockingBody) -> bytes | _Multipart:
@@ -131,20 +145,20 @@ class S3Store:
             await self._run(lambda: self._client._abort_multipart_upload(  # noqa: SLF001
                 bucket_name=self.loc.bucket, object_name=token.name, upload_id=token.upload_id))
 
-    async def move(self, source: str, target: str, size: int) -> None:
+    async def copy(self, source: str, target: str) -> bool:
         src, dst = self._key(source), self._key(target)
 
-        def copy() -> None:
-            if size <= MAX_COPY:
+        def server_side() -> bool:  # minio switches to a multipart copy above CopyObject's 5 GiB
+            try:
                 self._client.copy_object(bucket_name=self.loc.bucket, object_name=dst,
                                          source=CopySource(bucket_name=self.loc.bucket, object_name=src))
-            else:
-                self._client.compose_object(
-                    bucket_name=self.loc.bucket, object_name=dst,
-                    sources=[ComposeSource(bucket_name=self.loc.bucket, object_name=src)])
-            self._client.remove_object(bucket_name=self.loc.bucket, object_name=src)
+            except S3Error as exc:
+                if exc.code == "NoSuchKey":
+                    return False
+                raise
+            return True
 
-        await self._run(copy)
+        return await self._run(server_side)
 
     async def delete(self, key: str) -> None:
         name = self._key(key)
@@ -198,3 +212,4 @@ class S3Store:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._bodies.shutdown(wait=False, cancel_futures=True)

@@ -14,11 +14,11 @@ from registry.domain.artifacts import Artifact
 from registry.services.ports import UploadRecord
 
 _ARTIFACT_COLS = (artifacts_t.c.path, artifacts_t.c.size, artifacts_t.c.sha256,
-                  artifacts_t.c.uploaded_at, artifacts_t.c.uploaded_by)
+                  artifacts_t.c.uploaded_at, artifacts_t.c.uploaded_by, artifacts_t.c.key)
 
 
 def _artifact(row: Any) -> Artifact:
-    return Artifact(row.path, row.size, row.sha256, row.uploaded_at, row.uploaded_by)
+    return Artifact(row.path, row.size, row.sha256, row.uploaded_at, row.uploaded_by, row.key)
 
 
 def _upload(row: Any) -> UploadRecord:
@@ -46,7 +46,7 @@ class ArtifactQueries:
         return _artifact(row) if row else None
 
     async def put_artifact(self, version_id: int, artifact: Artifact) -> None:
-        values = {"size": artifact.size, "sha256": artifact.sha256,
+        values = {"size": artifact.size, "sha256": artifact.sha256, "key": artifact.key,
                   "uploaded_at": artifact.uploaded_at, "uploaded_by": artifact.uploaded_by}
         # The model's lock serialises writers of a version, so update-then-insert cannot race.
         updated = await self.conn.execute(update(artifacts_t).where(

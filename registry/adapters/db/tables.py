@@ -440,8 +440,10 @@ def _version_fk() -> Any:
 
 
 class ArtifactRow(SQLModel, table=True):
-    """One file of a version, as stored: its bytes live in the artifact store under
-    ``<model id>/<version>/<path>``."""
+    """One file of a version. Its bytes live in the artifact store at ``key``, which is new for
+    every write (``<model id>/<version>/<write id>/<path>``): an object nobody's row names yet
+    can be written without a lock, and a replaced or deleted file's bytes are removed only
+    after the commit that stopped naming them."""
 
     __tablename__ = "artifacts"
     __table_args__ = (UniqueConstraint("version_id", "path", name="uq_artifacts_version_id_path"),
@@ -452,6 +454,7 @@ class ArtifactRow(SQLModel, table=True):
     path: str = Field(sa_column=Column(ArtifactPathType, nullable=False))
     size: int = Field(sa_column=Column(BigInteger, nullable=False))
     sha256: str = Field(sa_column=Column(String(64), nullable=False))
+    key: str = Field(sa_column=Column(String(1200), nullable=False))
     uploaded_at: datetime = _ts()
     uploaded_by: str = Field(sa_column=Column(String(256), nullable=False))
 

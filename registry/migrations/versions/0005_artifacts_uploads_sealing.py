@@ -43,6 +43,7 @@ def upgrade() -> None:
     sa.Column('path', sa.String(length=1024).with_variant(sa.String(length=1024, collation='C'), 'postgresql'), nullable=False),
     sa.Column('size', sa.BigInteger(), nullable=False),
     sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('key', sa.String(length=1200), nullable=False),
     sa.Column('uploaded_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('uploaded_by', sa.String(length=256), nullable=False),
     sa.ForeignKeyConstraint(['version_id'], ['model_versions.id'], name=op.f('fk_artifacts_version_id_model_versions'), ondelete='CASCADE'),
@@ -60,11 +61,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The children first: on SQLite, rebuilding model_versions drops it, and with foreign keys on
+    # that deletes (cascading) whatever still references it.
+    op.drop_table('artifacts')
+    op.drop_table('artifact_uploads')
     # Rebuilt on SQLite: keep AUTOINCREMENT, so version row ids are never reused.
     with op.batch_alter_table('model_versions', schema=None,
                               table_kwargs={'sqlite_autoincrement': True}) as batch_op:
         batch_op.drop_column('manifest_digest')
         batch_op.drop_column('sealed_at')
-
-    op.drop_table('artifacts')
-    op.drop_table('artifact_uploads')
