@@ -3,7 +3,8 @@
 ``verify`` trusts what the service serves, not what it says: it downloads every file (following
 the presigned redirect on S3), hashes it here, rebuilds the manifest from those hashes, and checks
 it against the version's ``manifest_digest`` and against the manifest recorded in the audit log when
-the version was sealed. Exit 0 when everything matches, 1 on any difference.
+the version was sealed (its ``artifacts_sealed`` entry, or the move out of none that sealed it).
+Exit 0 when everything matches, 1 on any difference.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from registry.cli import FAILED, OK, UsageError, http_command
 from registry.client import RegistryClient
 from registry.domain.artifacts import Artifact, Manifest
 
-SEALED = "model_version.artifacts_sealed"
+SEALED, STAGE_CHANGED = "model_version.artifacts_sealed", "model_version.stage_changed"
 BLOCK = 1024 * 1024
 
 
@@ -47,18 +48,23 @@ def upload(client: RegistryClient, args: argparse.Namespace) -> int:
 @http_command
 def download(client: RegistryClient, args: argparse.Namespace) -> int:
     output: Path = args.output or Path(args.path.rsplit("/", 1)[-1])
+    partial = output.with_name(output.name + ".part")
     sha = hashlib.sha256()
-    with client.download_artifact(args.model, args.version, args.path) as response, \
-            output.open("wb") as out:
-        for block in response.iter_bytes(BLOCK):
-            sha.update(block)
-            out.write(block)
-    files = {f["path"]: f for f in client.list_artifacts(args.model, args.version)}
-    expected = files.get(args.path, {}).get("sha256")
-    if sha.hexdigest() != expected:
-        print(f"MISMATCH {args.path}: downloaded sha256 {sha.hexdigest()}, listed {expected}",
-              file=sys.stderr)
-        return FAILED
+    try:
+        with client.download_artifact(args.model, args.version, args.path) as response, \
+                partial.open("wb") as out:
+            for block in response.iter_bytes(BLOCK):
+                sha.update(block)
+                out.write(block)
+        files = {f["path"]: f for f in client.list_artifacts(args.model, args.version)}
+        expected = files.get(args.path, {}).get("sha256")
+        if sha.hexdigest() != expected:
+            print(f"MISMATCH {args.path}: downloaded sha256 {sha.hexdigest()}, listed {expected}",
+                  file=sys.stderr)
+            return FAILED
+        partial.replace(output)  # only a checked file takes the output's name
+    finally:
+        partial.unlink(missing_ok=True)
     print(f"{output}\t{sha.hexdigest()}")
     return OK
 
@@ -70,6 +76,19 @@ def _served(client: RegistryClient, model: str, version: int, listed: dict[str, 
             sha.update(block)
             size += len(block)
     return Artifact(listed["path"], size, sha.hexdigest(), datetime.now(UTC), "")
+
+
+def _recorded_seal(client: RegistryClient, model: str, version: int) -> tuple[int, str] | None:
+    """The (seq, manifest digest) of the audit entry that sealed the version: its
+    artifacts_sealed entry, or the move out of none that recorded the (empty) manifest."""
+    for entry in client.audit_entries(model, version=version):
+        after = entry.get("after") or {}
+        if entry["action"] == SEALED:
+            return entry["seq"], after.get("digest")
+        artifacts = after.get("artifacts")
+        if entry["action"] == STAGE_CHANGED and isinstance(artifacts, dict) and "files" in artifacts:
+            return entry["seq"], artifacts.get("digest")
+    return None
 
 
 @http_command
@@ -92,12 +111,15 @@ def verify(client: RegistryClient, args: argparse.Namespace) -> int:
         if manifest.digest != version.get("manifest_digest"):
             problems.append(f"the served files' manifest is {manifest.digest}; the version records "
                             f"{version.get('manifest_digest')}")
-        seals = list(client.audit_entries(args.model, version=args.version, action=SEALED))
-        if not seals:
-            problems.append("no model_version.artifacts_sealed entry in the audit log")
-        elif (seals[-1]["after"] or {}).get("digest") != manifest.digest:
-            problems.append(f"the audit log's seal (seq {seals[-1]['seq']}) records "
-                            f"{(seals[-1]['after'] or {}).get('digest')}, not {manifest.digest}")
+        seal = _recorded_seal(client, args.model, args.version)
+        if seal is None and manifest.digest == Manifest(()).digest:
+            print("sealed holding no files when it left none before artifacts existed "
+                  "(migration 0005): no seal entry to compare")
+        elif seal is None:
+            problems.append("no entry in the audit log records this version's seal")
+        elif seal[1] != manifest.digest:
+            problems.append(f"the audit log's seal (seq {seal[0]}) records {seal[1]}, "
+                            f"not {manifest.digest}")
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not problems:

@@ -464,8 +464,11 @@ class RegistryClient(_Operations):
         hash to ``sha256`` (hex). Not retried: the body is a stream."""
         digest = "sha-256=:" + base64.b64encode(bytes.fromhex(sha256)).decode() + ":"
         url = f"{_version_path(model, version)}/artifacts/{quote(path, safe='/')}"
+        headers = {"Content-Digest": digest}
+        with contextlib.suppress(OSError, ValueError):  # a real file: the server can refuse early
+            headers["Content-Length"] = str(os.fstat(file.fileno()).st_size - file.tell())
         response = self._http.put(url, content=iter(functools.partial(file.read, CHUNK), b""),
-                                  headers={"Content-Digest": digest}, timeout=None)
+                                  headers=headers, timeout=None)
         return Op[ArtifactFile]("PUT", url).answer(response)
 
     @contextlib.contextmanager

@@ -10,14 +10,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ from tests.api.helpers import (
     seg,
 )
 from tests.s3_support import S3Server, s3_server, signatures_unchecked
-from tests.support import REPO, Server, server_for
+from tests.support import REPO, Server, free_port, run_server, server_for
 
 MAX = 1_000_000  # REGISTRY_MAX_ARTIFACT_BYTES of every server here
 PREFIX = "registry/files"
@@ -59,6 +61,7 @@ class Site:
     data: Path
     s3: S3Server | None = None
     bucket: str | None = None
+    endpoint: str | None = None  # the S3 endpoint the server was given
 
     def keys(self) -> set[str]:
         """Every object in the store, by its key under the store's root (or prefix)."""
@@ -69,8 +72,20 @@ class Site:
         listed = self.s3.client().list_objects(bucket_name=self.bucket, prefix=PREFIX + "/", recursive=True)
         return {o.object_name.removeprefix(PREFIX + "/") for o in listed}
 
-    def file_key(self, name: str, version: int, path: str) -> str:
-        return f"{model_id(self.server, name)}/{version}/{path}"
+    def objects(self, name: str, path: str, version: int = 1) -> list[str]:
+        """The keys holding ``path`` of the version: every write has a key of its own,
+        ``<model id>/<version>/<32 hex>/<path>``, found here by listing the store."""
+        pattern = re.compile(rf"{model_id(self.server, name)}/{version}/[0-9a-f]{{32}}/{re.escape(path)}")
+        return sorted(k for k in self.keys() if pattern.fullmatch(k))
+
+    def version_objects(self, name: str, version: int = 1) -> dict[str, list[str]]:
+        """Every object under the version's part of the store, by the path it holds."""
+        pattern = re.compile(rf"{model_id(self.server, name)}/{version}/[0-9a-f]{{32}}/(.+)")
+        found: dict[str, list[str]] = {}
+        for key in sorted(self.keys()):
+            if match := pattern.fullmatch(key):
+                found.setdefault(match[1], []).append(key)
+        return found
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +109,22 @@ def on_s3(server_backend: str, s3: S3Server, tmp_path_factory: pytest.TempPathFa
            "REGISTRY_S3_ENDPOINT": s3.endpoint, "REGISTRY_S3_ACCESS_KEY": s3.access_key,
            "REGISTRY_S3_SECRET_KEY": s3.secret_key, "REGISTRY_S3_REGION": s3.region}
     with server_for(server_backend, data, extra_env=env) as srv:
-        yield Site(srv, "s3", data, s3, bucket)
+        yield Site(srv, "s3", data, s3, bucket, s3.endpoint)
+
+
+@pytest.fixture(scope="module")
+def s3_down(on_s3: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A second server on the S3 site's database and bucket, stopping nothing: its
+    REGISTRY_S3_ENDPOINT is a closed port, so every call it makes to the store fails."""
+    data = tmp_path_factory.mktemp("artifacts-s3-down")
+    assert on_s3.s3 is not None
+    closed = f"http://127.0.0.1:{free_port()}"
+    env = {"REGISTRY_MAX_ARTIFACT_BYTES": str(MAX), "REGISTRY_ARTIFACTS_URL": f"s3://{on_s3.bucket}/{PREFIX}",
+           "REGISTRY_S3_ENDPOINT": closed, "REGISTRY_S3_ACCESS_KEY": on_s3.s3.access_key,
+           "REGISTRY_S3_SECRET_KEY": on_s3.s3.secret_key, "REGISTRY_S3_REGION": on_s3.s3.region}
+    with run_server(on_s3.server.database_url, data, extra_env=env, migrated=True) as srv:
+        # The database has its tokens already: this server's bootstrap token was never created.
+        yield Site(replace(srv, token=on_s3.server.token), "s3", data, on_s3.s3, on_s3.bucket, closed)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -182,6 +212,25 @@ def stored(site: Site, key: str) -> bytes:
         response.release_conn()
 
 
+def held(site: Site, name: str, path: str, version: int = 1) -> bytes:
+    """The bytes of the one object the store holds for ``path`` (exactly one: no orphan)."""
+    keys = site.objects(name, path, version)
+    assert len(keys) == 1, keys
+    return stored(site, keys[0])
+
+
+def assert_store_matches(site: Site, c: httpx.Client, name: str, version: int = 1) -> None:
+    """The version's objects are exactly its listed files, one each, holding the listed bytes:
+    no listed file without its bytes, no object left behind by a replace, delete or refusal."""
+    files = {f["path"]: f for f in listed(c, name, version)}
+    objects = site.version_objects(name, version)
+    assert sorted(objects) == sorted(files), (objects, files)
+    for path, keys in objects.items():
+        assert len(keys) == 1, (path, keys)
+        data = stored(site, keys[0])
+        assert (len(data), sha(data)) == (files[path]["size"], files[path]["sha256"]), path
+
+
 def download(site: Site, c: httpx.Client, name: str, path: str, version: int = 1) -> bytes:
     """The file's bytes as a client gets them: streamed (local) or through the presigned URL (S3)."""
     r = c.get(apath(name, path, version))
@@ -195,17 +244,26 @@ def download(site: Site, c: httpx.Client, name: str, path: str, version: int = 1
     return got.content
 
 
-def raw_request(server: Server, method: str, raw_path: str, content: bytes = b"x") -> httpx.Response:
-    """A request whose path goes out byte for byte as written. httpx removes dot segments even
-    from a ``raw_path``, so this uses http.client, which sends the target untouched."""
+class _RawConnection(http.client.HTTPConnection):
+    """Sends the request line's bytes as given (http.client would refuse any non-ASCII byte)."""
+
+    def _encode_request(self, request: str) -> bytes:
+        return request.encode("latin-1")
+
+
+def raw_request(server: Server, method: str, raw_path: str | bytes, content: bytes = b"x") -> httpx.Response:
+    """A request whose path goes out byte for byte as written (bytes: not even percent-encoded).
+    httpx removes dot segments even from a ``raw_path``, so this uses http.client, which sends
+    the target untouched."""
     url = urlsplit(server.url)
-    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
+    target = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else raw_path
+    conn = _RawConnection(url.hostname or "", url.port, timeout=30)
     try:
         body = content if method == "PUT" else None
-        conn.request(method, raw_path, body=body, headers=server.headers)
+        conn.request(method, target, body=body, headers=server.headers)
         answer = conn.getresponse()
         return httpx.Response(answer.status, headers=answer.getheaders(), content=answer.read(),
-                              request=httpx.Request(method, server.url + raw_path))
+                              request=httpx.Request(method, server.url + quote(target, safe="/%")))
     finally:
         conn.close()
 
@@ -240,19 +298,41 @@ def test_upload_creates_then_replaces_with_either_digest_header(site: Site, c: h
     assert (body["path"], body["size"], body["sha256"]) == ("weights/model.bin", 3000, sha(first))
     assert body["uploaded_by"] and assert_utc(body["uploaded_at"])
     assert r.headers["content-digest"] == cd(first)
+    [first_key] = site.objects(name, "weights/model.bin")
+    assert first_key.endswith("/weights/model.bin") and stored(site, first_key) == first
 
     r = put(c, name, "weights/model.bin", second, **{"x-amz-checksum-sha256": b64(second)})
     assert r.status_code == 200, r.text
     assert (r.json()["size"], r.json()["sha256"]) == (2000, sha(second))
     assert r.headers["content-digest"] == cd(second)
+    [second_key] = site.objects(name, "weights/model.bin")  # the first write's object is gone
+    assert second_key != first_key
 
     r = put(c, name, "no-digest.txt", b"plain")  # the digest header is optional
     assert r.status_code == 201, r.text
     assert files_of(c, name) == [("no-digest.txt", 5, sha(b"plain")), ("weights/model.bin", 2000, sha(second))]
-    assert stored(site, site.file_key(name, 1, "weights/model.bin")) == second
+    assert held(site, name, "weights/model.bin") == second
     assert download(site, c, name, "weights/model.bin") == second
-    assert site.keys() - before == {site.file_key(name, 1, "weights/model.bin"),
-                                    site.file_key(name, 1, "no-digest.txt")}
+    assert site.keys() - before == {second_key, *site.objects(name, "no-digest.txt")}
+    assert_store_matches(site, c, name)
+    no_uploads(site)
+
+
+def test_a_replaced_file_leaves_no_object_behind(site: Site, c: httpx.Client) -> None:
+    """Every write has its own object; the one a replace stops naming is removed after it."""
+    name = fresh(c)
+    keys = []
+    for i, data in enumerate((os.urandom(4000), b"", os.urandom(100), os.urandom(70_000))):
+        r = put(c, name, "w/m.bin", data, **({"Content-Digest": cd(data)} if i % 2 else {}))
+        assert r.status_code == (201 if i == 0 else 200), r.text
+        [key] = site.objects(name, "w/m.bin")
+        assert key not in keys and stored(site, key) == data
+        keys.append(key)
+        assert site.keys().isdisjoint(keys[:-1])  # no earlier write's object is left
+        assert download(site, c, name, "w/m.bin") == data
+    assert_store_matches(site, c, name)
+    assert c.delete(apath(name, "w/m.bin")).status_code == 204
+    assert site.version_objects(name) == {}
     no_uploads(site)
 
 
@@ -311,7 +391,8 @@ def test_digest_mismatch_is_400_and_leaves_nothing_behind(site: Site, c: httpx.C
             assert_problem(r, 400, "validation_error", expected_sha256=sha(claimed), actual_sha256=sha(body))
             assert site.keys() == before, (header, path)
     assert files_of(c, name) == [("m.bin", len(old), sha(old))]
-    assert stored(site, site.file_key(name, 1, "m.bin")) == old
+    assert held(site, name, "m.bin") == old
+    assert_store_matches(site, c, name)
     no_uploads(site)
 
 
@@ -391,6 +472,51 @@ def test_an_encoded_slash_is_a_separator_not_part_of_a_name(local: Site, lc: htt
         assert listed(lc, name) == []
 
 
+def test_a_utf8_path_is_stored_under_its_utf8_name(site: Site, c: httpx.Client) -> None:
+    """Percent-encoded UTF-8 in the request line is decoded once, as UTF-8: the file, and the
+    object holding it, carry the name itself."""
+    name = fresh(c)
+    path = "dossier/modèle-été.bin"
+    target = f"/api/v1/models/{seg(name)}/versions/1/artifacts/{quote(path, safe='/')}"
+    assert "%C3%A8" in target
+    r = raw_request(site.server, "PUT", target, b"utf-8")
+    assert r.status_code == 201, r.text
+    assert r.json()["path"] == path
+    assert files_of(c, name) == [(path, 5, sha(b"utf-8"))]
+    assert held(site, name, path) == b"utf-8"  # the object's key ends with the UTF-8 name
+    assert download(site, c, name, path) == b"utf-8"
+    assert_store_matches(site, c, name)
+
+
+@pytest.mark.parametrize("raw", ["modèle.bin".encode(), "dossier/été.bin".encode(), b"\xff.bin",
+                                 b"caf\xe9.bin"], ids=["utf8", "utf8-in-folder", "raw-FF", "raw-latin1"])
+def test_a_raw_non_ascii_path_is_refused_by_the_http_server(local: Site, lc: httpx.Client, raw: bytes) -> None:
+    """Bytes above 0x7F sent unencoded: a request-target is ASCII (RFC 9112, section 3.2), and
+    the served process's HTTP parser (uvicorn with httptools) answers 400 before the application
+    sees the request, so the service's own UTF-8 decoding of raw paths is never reached here.
+    Nothing is stored; clients percent-encode (test above)."""
+    name = fresh(lc)
+    before = local.keys()
+    base = f"/api/v1/models/{seg(name)}/versions/1/artifacts/".encode()
+    for method in ("PUT", "GET", "DELETE"):
+        r = raw_request(local.server, method, base + raw)
+        assert r.status_code == 400, r.text
+    assert local.keys() == before and listed(lc, name) == []
+    assert local.server.process.poll() is None
+
+
+@pytest.mark.parametrize("raw", ["%FF.bin", "a/%C3%28", "%C3", "%ED%A0%80", "%E9t%E9.bin", "a/%C0%AF"],
+                         ids=["FF", "bad-continuation", "truncated", "surrogate", "latin1", "overlong-slash"])
+def test_invalid_utf8_in_a_path_is_400(local: Site, lc: httpx.Client, raw: str) -> None:
+    name = fresh(lc)
+    before = local.keys()
+    base = f"/api/v1/models/{seg(name)}/versions/1/artifacts/"
+    for method in ("PUT", "GET", "DELETE"):
+        problem = assert_problem(raw_request(local.server, method, base + raw), 400, "validation_error")
+        assert "UTF-8" in problem["detail"], problem
+    assert local.keys() == before and listed(lc, name) == []
+
+
 def test_unicode_paths_are_stored_nfc(local: Site, lc: httpx.Client) -> None:
     name = fresh(lc)
     decomposed = "cafe\u0301/mode\u0300le.bin"  # NFD
@@ -442,7 +568,8 @@ def test_s3_download_redirects_to_a_presigned_url(on_s3: Site, sc: httpx.Client)
     assert r.headers["content-digest"] == cd(data) and r.headers["etag"] == f'"{sha(data)}"'
     location = urlsplit(r.headers["location"])
     assert f"{location.scheme}://{location.netloc}" == on_s3.s3.endpoint  # type: ignore[union-attr]
-    assert location.path == f"/{on_s3.bucket}/{PREFIX}/{on_s3.file_key(name, 1, 'w/model.onnx')}"
+    [key] = on_s3.objects(name, "w/model.onnx")
+    assert location.path == f"/{on_s3.bucket}/{PREFIX}/{key}"
     assert "X-Amz-Signature=" in location.query
     with signatures_unchecked():
         got = httpx.get(r.headers["location"], timeout=30)
@@ -455,18 +582,18 @@ def test_delete_removes_the_file_then_404_and_409_once_sealed(site: Site, c: htt
     name = fresh(c)
     for p in ("keep.bin", "drop.bin"):
         assert put(c, name, p, p.encode()).status_code == 201
-    key = site.file_key(name, 1, "drop.bin")
-    assert key in site.keys()
+    [key] = site.objects(name, "drop.bin")
     r = c.delete(apath(name, "drop.bin"))
     assert r.status_code == 204, r.text
-    assert key not in site.keys()
+    assert key not in site.keys() and site.objects(name, "drop.bin") == []
     assert [f["path"] for f in listed(c, name)] == ["keep.bin"]
     assert_problem(c.get(apath(name, "drop.bin")), 404, "not_found")
     assert_problem(c.delete(apath(name, "drop.bin")), 404, "not_found")
     sealed_at = move(c, name, 1, "staging")["version"]["sealed_at"]
     assert_problem(c.delete(apath(name, "keep.bin")), 409, "conflict", sealed_at=sealed_at)
     assert [f["path"] for f in listed(c, name)] == ["keep.bin"]
-    assert site.file_key(name, 1, "keep.bin") in site.keys()
+    assert held(site, name, "keep.bin") == b"keep.bin"
+    assert_store_matches(site, c, name)
 
 
 # -- sealing ----------------------------------------------------------------------------------------
@@ -501,7 +628,8 @@ def test_submit_seals_and_withdraw_does_not_unseal(site: Site, c: httpx.Client) 
     assert_problem(c.post(f"{vpath(name)}/seal"), 409, "conflict", sealed_at=moved["sealed_at"])
     assert files_of(c, name) == [(f["path"], f["size"], f["sha256"]) for f in files]
     for path, body in data.items():
-        assert stored(site, site.file_key(name, 1, path)) == body
+        assert held(site, name, path) == body
+    assert_store_matches(site, c, name)
 
     # The audit log proves what was sealed: one seal entry, and the move's own entry.
     manifest = [{"path": f["path"], "size": f["size"], "sha256": f["sha256"]} for f in files]
@@ -594,12 +722,47 @@ def test_presigned_upload_then_seal(on_s3: Site, sc: httpx.Client) -> None:
     expected = [("big/model.bin", len(big), sha(big)), ("small.txt", len(direct), sha(direct))]
     assert [(f["path"], f["size"], f["sha256"]) for f in r.json()["files"]] == expected
     assert files_of(sc, name) == expected
-    assert stored(on_s3, on_s3.file_key(name, 1, "big/model.bin")) == big
+    assert held(on_s3, name, "big/model.bin") == big  # a key of its own, not the upload's
+    assert download(on_s3, sc, name, "big/model.bin") == big
+    assert_store_matches(on_s3, sc, name)
     no_uploads(on_s3)
     v = version_of(sc, name)
     assert v["sealed_at"] is not None and v["manifest_digest"] == r.json()["manifest_digest"]
     seals = _entries(sc, name, SEALED)
     assert [f["path"] for f in seals[0]["after"]["files"]] == ["big/model.bin", "small.txt"]
+
+
+def test_a_presigned_url_used_again_after_the_seal_changes_nothing(on_s3: Site, sc: httpx.Client) -> None:
+    """The seal keeps a copy of what was uploaded at a key of its own: new bytes PUT to the
+    still-valid URL after ``POST seal`` answered land beside it and are never served. The
+    presigned file replaces one PUT earlier, whose object is removed."""
+    name = fresh(sc)
+    old, data, other = b"put through the service", os.urandom(20_000), os.urandom(20_000)
+    assert put(sc, name, "m.bin", old).status_code == 201
+    [old_key] = on_s3.objects(name, "m.bin")
+    ticket = _ticket(sc, name, "m.bin", data)
+    _send(ticket["url"], data)
+    sealed = sc.post(f"{vpath(name)}/seal")
+    assert sealed.status_code == 200, sealed.text
+    assert old_key not in on_s3.keys()  # the replaced write's object
+    [key] = on_s3.objects(name, "m.bin")
+    temp = urlsplit(ticket["url"]).path.removeprefix(f"/{on_s3.bucket}/{PREFIX}/")
+    assert temp.startswith(".uploads/") and key != temp and temp not in on_s3.keys()
+    assert_store_matches(on_s3, sc, name)
+
+    _send(ticket["url"], other)  # the URL has not expired
+    try:
+        assert stored(on_s3, temp) == other  # it did land, where nothing reads it
+        assert files_of(sc, name) == [("m.bin", len(data), sha(data))]
+        assert on_s3.objects(name, "m.bin") == [key] and stored(on_s3, key) == data
+        assert download(on_s3, sc, name, "m.bin") == data
+        v = version_of(sc, name)
+        assert (v["sealed_at"], v["manifest_digest"]) == (sealed.json()["sealed_at"],
+                                                          sealed.json()["manifest_digest"])
+        assert v["manifest_digest"] == manifest_of(listed(sc, name)).digest
+    finally:  # what the late PUT left, so that no_uploads() holds for the other tests
+        on_s3.s3.client().remove_object(bucket_name=on_s3.bucket,  # type: ignore[union-attr]
+                                        object_name=f"{PREFIX}/{temp}")
 
 
 @pytest.mark.parametrize("sent", ["other-bytes", "short", "nothing"])
@@ -767,11 +930,11 @@ def test_overlapping_puts_to_one_path_leave_the_row_matching_the_object(site: Si
         results = list(pool.map(upload, bodies))
     assert sorted(r.status_code for r in results) == [200, 201], [r.text for r in results]
     [row] = listed(c, name)
-    held = stored(site, site.file_key(name, 1, "race/model.bin"))
-    assert row["sha256"] == sha(held) and row["size"] == len(held)
-    assert held in bodies
-    if site.store == "local":
-        assert download(site, c, name, "race/model.bin") == held
+    kept = held(site, name, "race/model.bin")  # one object: the loser's is gone
+    assert row["sha256"] == sha(kept) and row["size"] == len(kept)
+    assert kept in bodies
+    assert download(site, c, name, "race/model.bin") == kept
+    assert_store_matches(site, c, name)
     no_uploads(site)
 
 
@@ -796,7 +959,8 @@ def test_a_put_paused_across_the_seal_is_refused(site: Site, c: httpx.Client) ->
     files = listed(c, name)
     assert [f["path"] for f in files] == ["before.bin"]
     assert moved["manifest_digest"] == manifest_of(files).digest
-    assert site.file_key(name, 1, "late.bin") not in site.keys()
+    assert site.objects(name, "late.bin") == []
+    assert_store_matches(site, c, name)
     no_uploads(site)
 
 
@@ -830,8 +994,124 @@ def test_a_put_racing_a_move_out_of_none_is_sealed_or_refused(site: Site, c: htt
         assert [f["path"] for f in files] == ["raced.bin"] and files[0]["sha256"] == sha(body)
     else:
         assert_problem(r_put, 409, "conflict")
-        assert files == [] and site.file_key(name, 1, "raced.bin") not in site.keys()
+        assert files == [] and site.objects(name, "raced.bin") == []
+    assert_store_matches(site, c, name)
     no_uploads(site)
+
+
+RACE_MODES = ["mid-body", "after-body", "together", "after-answer"]
+
+
+@pytest.mark.parametrize("mode", RACE_MODES * 2)
+def test_a_delete_racing_a_put_of_the_path_never_lists_missing_bytes(site: Site, c: httpx.Client,
+                                                                     mode: str) -> None:
+    """The DELETE goes while the PUT's body is mid-way (it wins), once the whole body is sent
+    (while the PUT stores and records it: either wins), together with the PUT, or after the
+    PUT's answer (the PUT wins). Whichever wins, every listed file downloads with its listed
+    sha256, and the store holds exactly the listed files."""
+    name = fresh(c)
+    old, new = os.urandom(30_000), os.urandom(60_000)
+    assert put(c, name, "m.bin", old).status_code == 201
+    barrier = threading.Barrier(2, timeout=20)
+
+    def body() -> Iterator[bytes]:
+        yield new[:20_000]
+        if mode == "mid-body":
+            barrier.wait()
+        yield new[20_000:]
+        if mode == "after-body":  # runs when the client asks for more: the body is all sent
+            barrier.wait()
+
+    def upload() -> httpx.Response:
+        with api_client(site.server) as own:
+            if mode == "together":
+                barrier.wait()
+            answer = put(own, name, "m.bin", body())
+            if mode == "after-answer":
+                barrier.wait()
+            return answer
+
+    def remove() -> httpx.Response:
+        with api_client(site.server) as own:
+            barrier.wait()
+            return own.delete(apath(name, "m.bin"))
+
+    with ThreadPoolExecutor(2) as pool:
+        uploaded, removed = pool.submit(upload), pool.submit(remove)
+        r_put, r_delete = uploaded.result(timeout=30), removed.result(timeout=30)
+    assert r_delete.status_code == 204, r_delete.text  # a file was there, whichever it was
+    assert r_put.status_code in (200, 201), r_put.text
+    if mode == "mid-body":
+        assert r_put.status_code == 201, "the DELETE came first"
+    elif mode == "after-answer":
+        assert r_put.status_code == 200, "the PUT came first"
+    files = listed(c, name)
+    # 201: the DELETE took the old file first, the new one stays; 200: the PUT replaced the old
+    # file first, then the DELETE removed the new one.
+    assert files_of(c, name) == ([("m.bin", len(new), sha(new))] if r_put.status_code == 201 else [])
+    for f in files:
+        got = download(site, c, name, f["path"])
+        assert (len(got), sha(got)) == (f["size"], f["sha256"])
+    assert_store_matches(site, c, name)
+    no_uploads(site)
+
+
+# -- an unreachable S3 store --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def outage(on_s3: Site, s3_down: Site) -> dict[str, Any]:
+    """Files put through the healthy server, then a PUT replacing one and a DELETE of another
+    sent at once to the server whose store is unreachable (each waits out minio's retries,
+    about 6 s, so they run together)."""
+    with api_client(on_s3.server) as c:
+        name = fresh(c)
+        files = {"keep.bin": os.urandom(3000), "drop.bin": os.urandom(3000)}
+        for path, data in files.items():
+            assert put(c, name, path, data).status_code == 201
+    with api_client(s3_down.server) as down, ThreadPoolExecutor(2) as pool:
+        replacing = pool.submit(put, down, name, "keep.bin", b"never stored")
+        deleting = pool.submit(down.delete, apath(name, "drop.bin"))
+        get = down.get(apath(name, "keep.bin"))
+        file_list = down.get(f"{vpath(name)}/artifacts")
+        return {"name": name, "files": files, "put": replacing.result(timeout=60),
+                "delete": deleting.result(timeout=60), "get": get, "list": file_list}
+
+
+def test_an_unreachable_store_is_503_for_a_put_and_keeps_the_file(on_s3: Site, sc: httpx.Client,
+                                                                 outage: dict[str, Any]) -> None:
+    problem = assert_problem(outage["put"], 503, "unavailable")
+    assert "artifact store" in problem["detail"], problem
+    name, data = outage["name"], outage["files"]["keep.bin"]
+    assert [f for f in files_of(sc, name) if f[0] == "keep.bin"] == [("keep.bin", len(data), sha(data))]
+    assert held(on_s3, name, "keep.bin") == data
+    assert download(on_s3, sc, name, "keep.bin") == data
+    no_uploads(on_s3)
+
+
+def test_an_unreachable_s3_store_still_lists_and_redirects(s3_down: Site, outage: dict[str, Any]) -> None:
+    """A GET of a listed file never calls S3 (the URL is presigned locally): not 500, nor 503,
+    but the redirect, to the endpoint the server was configured with."""
+    assert outage["list"].status_code == 200, outage["list"].text
+    assert outage["get"].status_code == 307, outage["get"].text
+    location = urlsplit(outage["get"].headers["location"])
+    assert f"{location.scheme}://{location.netloc}" == s3_down.endpoint
+    assert location.path.startswith(f"/{s3_down.bucket}/{PREFIX}/") and location.path.endswith("/keep.bin")
+
+
+def test_a_delete_on_an_unreachable_store_answers_for_what_it_committed(
+        on_s3: Site, s3_down: Site, sc: httpx.Client, outage: dict[str, Any]) -> None:
+    """The row goes first (committed), the object after: when the store cannot remove it, the
+    DELETE still succeeded (204, not 503 for a change that was made) and the object is left
+    unlisted and logged, never a listed file without its bytes."""
+    name, r = outage["name"], outage["delete"]
+    assert r.status_code == 204, r.text
+    assert [f[0] for f in files_of(sc, name)] == ["keep.bin"]
+    assert_problem(sc.get(apath(name, "drop.bin")), 404, "not_found")
+    [orphan] = on_s3.objects(name, "drop.bin")  # the store really was out of reach
+    assert stored(on_s3, orphan) == outage["files"]["drop.bin"]
+    logged = [json.loads(line) for line in s3_down.server.log.read_text().splitlines() if line.startswith("{")]
+    assert [e["key"] for e in logged if e.get("event") == "artifact_orphaned"] == [orphan]
 
 
 # -- the artifacts CLI --------------------------------------------------------------------------------
@@ -863,7 +1143,13 @@ def test_cli_upload_download_verify_and_tampering(local: Site, lc: httpx.Client,
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "verified" in ok.stdout and "2 file(s)" in ok.stdout
 
-    on_disk = local.data / "artifacts" / local.file_key(name, 1, "w/model.onnx")
+    # The stored file, found by walking the data dir: <model id>/<version>/<write id>/w/model.onnx.
+    mid = model_id(local.server, name)
+    walked = [Path(root, f) for root, _, names in os.walk(local.data) for f in names]
+    found = [p for p in walked if re.fullmatch(rf"artifacts/{mid}/1/[0-9a-f]{{32}}/w/model\.onnx",
+                                               p.relative_to(local.data).as_posix())]
+    assert len(found) == 1, found
+    [on_disk] = found
     assert on_disk.read_bytes() == source.read_bytes()
     on_disk.write_bytes(b"tampered" + source.read_bytes()[8:])
     bad = cli(local, "verify", name, "1")
@@ -881,3 +1167,19 @@ def test_cli_verify_follows_the_presigned_redirect(on_s3: Site, sc: httpx.Client
     with signatures_unchecked():
         ok = cli(on_s3, "verify", name, "1")
     assert ok.returncode == 0 and "verified: 1 file(s)" in ok.stdout, ok.stdout + ok.stderr
+
+
+@pytest.mark.parametrize("how", ["submit", "seal"])
+def test_cli_verify_a_version_sealed_without_files(local: Site, lc: httpx.Client, how: str) -> None:
+    """Sealed holding nothing: by the move out of none (no artifacts_sealed entry; the move's own
+    entry records the empty manifest) or by POST seal (which announces it)."""
+    name = fresh(lc)
+    if how == "submit":
+        assert move(lc, name, 1, "staging")["version"]["manifest_digest"] == EMPTY_MANIFEST
+        assert _entries(lc, name, SEALED) == []
+    else:
+        r = lc.post(f"{vpath(name)}/seal")
+        assert r.status_code == 200 and r.json()["manifest_digest"] == EMPTY_MANIFEST, r.text
+    ok = cli(local, "verify", name, "1")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"verified: 0 file(s), manifest {EMPTY_MANIFEST}" in ok.stdout, ok.stdout

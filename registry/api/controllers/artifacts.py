@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote_to_bytes
 
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.datastructures import ResponseHeader
@@ -46,12 +47,12 @@ def _relative(request: Request[Any, Any, Any], path: str) -> str:
     """The file's path as the client sent it, decoded once: Litestar's path parameter has '//'
     merged and a trailing '/' dropped, which would turn refusals ('//etc/passwd', 'a//b') into
     other names. Raw: /api/v1/models/<name>/versions/<n>/artifacts/<path>."""
-    parts = (request.scope.get("raw_path") or b"").decode("latin-1").split("/", 8)
-    if len(parts) == 9 and parts[3] == "models" and parts[7] == "artifacts":
-        try:
-            return unquote(parts[8], errors="strict")  # artifact_path refuses escapes still left
+    parts = (request.scope.get("raw_path") or b"").split(b"/", 8)
+    if len(parts) == 9 and parts[3] == b"models" and parts[7] == b"artifacts":
+        try:  # one decode; artifact_path refuses the escapes still left
+            return unquote_to_bytes(parts[8]).decode("utf-8")
         except UnicodeDecodeError:
-            raise ValidationError("an artifact path is percent-encoded UTF-8") from None
+            raise ValidationError("an artifact path is UTF-8 (percent-encoded or not)") from None
     return path[1:] if path.startswith("/") else path  # the route's own separator
 
 
@@ -59,6 +60,23 @@ async def _body(request: Request[Any, Any, Any]) -> Any:
     async for chunk in request.stream():
         if chunk:
             yield chunk
+
+
+async def _opened(blocks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The blocks, with the first already read: a file that cannot be opened fails the request
+    with a problem response, not a connection cut after the headers went out."""
+    try:
+        first = await anext(blocks)
+    except StopAsyncIteration:
+        first = b""
+
+    async def rest() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for block in blocks:
+            yield block
+
+    return rest()
 
 
 class ArtifactController(Controller):
@@ -111,7 +129,8 @@ class ArtifactController(Controller):
             # The route's octet-stream type is for the bytes; a Redirect takes only text types.
             return Redirect(found.url, status_code=307, headers=headers, media_type=MediaType.TEXT)
         headers["Content-Length"] = str(found.artifact.size)
-        return Stream(store.read(found.key), media_type="application/octet-stream", headers=headers)
+        return Stream(await _opened(store.read(found.key)), media_type="application/octet-stream",
+                      headers=headers)
 
     @delete("/artifacts/{path:path}", operation_id="deleteArtifact",
             responses=problem_responses(400, 403, 404, 409))
