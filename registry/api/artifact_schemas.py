@@ -62,6 +62,7 @@ class SealResponse(Struct):
     sealed_at: datetime
     manifest_digest: ManifestDigest
     files: list[ManifestFile]
+    dropped_uploads: list[str]  # presigned uploads whose tickets expired unchecked: not sealed
 
 
 class ResolvedResponse(Struct):

@@ -140,12 +140,22 @@ async def _approve(uow: UnitOfWork, model: RegisteredModel, request: RequestReco
                                       after=request.snapshot(),
                                       extra={"request": request.id, "comment": comment,
                                              "quorum": quorum}))
-    if not (quorum and assessment.policy.auto_apply and assessment.allowed):
+    if not (quorum and assessment.policy.auto_apply and assessment.allowed) \
+            or await _uploads_open(uow, version):
         await uow.repo.save_request(request)
         return Decision(request, False, assessment.results, None)
     result = await move_checked(uow, model, version, production, target, request.comment,
                                 request=request)  # saves the request as applied
     return Decision(request, True, result.transition.gates, result.version)
+
+
+async def _uploads_open(uow: UnitOfWork, version: ModelVersion) -> bool:
+    """Whether presigned uploads still open would refuse the seal of a move out of none: the
+    approval then stands, and the move waits for the requester (as for a failing gate)."""
+    if version.stage is not Stage.NONE or version.sealed_at is not None or version.id is None:
+        return False
+    now = uow.now()
+    return any(u.expires_at > now for u in await uow.repo.uploads(version.id))
 
 
 async def get_request(request_id: int, uow: UnitOfWork) -> RequestRecord:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -38,6 +39,7 @@ from registry.services.versions import require_version
 
 log = structlog.get_logger("registry.artifacts")
 MAX_PRESIGNED_BYTES = 5 * 1024**3  # one S3 PUT
+EXPIRED = "expired without an upload"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,7 @@ class UploadTicket:
 class Sealed:
     version: ModelVersion
     manifest: Manifest
+    dropped: list[str]  # paths of presigned uploads whose tickets expired unchecked
 
 
 def file_key(model: RegisteredModel, version: int, path: str) -> str:
@@ -151,6 +154,7 @@ async def upload_artifact(cmd: UploadArtifact, body: AsyncIterator[bytes], store
     except BaseException:
         await store.discard(staged)
         raise
+    committed = False
     try:
         async with uow:
             locked, version = await _writable(uow, cmd.model, cmd.version, lock=True)
@@ -158,12 +162,14 @@ async def upload_artifact(cmd: UploadArtifact, body: AsyncIterator[bytes], store
                 raise ConflictError(f"model {cmd.model!r} was deleted and created again during "
                                     "the upload; nothing was kept")
             artifact, before = await _record(uow, locked, version, path, written, staged.key)
+            if before is not None:  # the replaced write's own key, named by no row after this
+                uow.after_commit(lambda: _forget(store, [before.key]))
             await uow.commit()
+            committed = True
     except BaseException:
-        await store.delete(staged.key)
+        if not committed:  # a failure after the commit must not take bytes a row names
+            await _forget(store, [staged.key])
         raise
-    if before is not None:
-        await _forget(store, [before.key])  # the replaced write's own key, named by no row now
     log.info("artifact_uploaded", model=model.name, version=version.version, path=path,
              size=artifact.size, sha256=artifact.sha256)
     return artifact, before is None
@@ -194,9 +200,9 @@ async def delete_artifact(model_name: str, number: int, raw_path: str, store: Ar
             raise NotFoundError(f"version {number} has no artifact {path!r}")
         await uow.repo.delete_artifact(version.id, path)
         uow.record(model, ArtifactDeleted(model=model.name, version=number, before=artifact.entry()))
+        # After the commit: if this fails, an unlisted object remains, never a listed missing one.
+        uow.after_commit(lambda: _forget(store, [artifact.key]))
         await uow.commit()
-    # After the commit: if this fails, an unlisted object remains, never a listed missing one.
-    await _forget(store, [artifact.key])
 
 
 async def list_artifacts(model_name: str, number: int, cursor: str | None, limit: int | None,
@@ -251,9 +257,9 @@ async def request_upload(cmd: RequestUpload, store: ArtifactStore, uow: UnitOfWo
         replaced = [u for u in await uow.repo.uploads(version.id) if u.path == path]
         record = await uow.repo.add_upload(version.id, path, cmd.size, sha256, key, uow.actor.name,
                                            now, now + timedelta(seconds=ttl))
+        # Whatever was uploaded for the old ticket is never read once this commits.
+        uow.after_commit(lambda: _forget(store, [old.key for old in replaced]))
         await uow.commit()
-    # Whatever was uploaded for the old ticket is never read now.
-    await _forget(store, [old.key for old in replaced])
     return UploadTicket(record.id, path, url, record.expires_at)
 
 
@@ -264,7 +270,7 @@ async def _place_upload(store: ArtifactStore, model: RegisteredModel, number: in
     Returns the key and digest, or the problem (the copy removed)."""
     key = file_key(model, number, upload.path)
     if not await store.copy(upload.key, key):
-        return None, None, "expired without an upload" if upload.expires_at <= now else "not uploaded yet"
+        return None, None, EXPIRED if upload.expires_at <= now else "not uploaded yet"
     written = await store.digest(key)
     problem = None
     if written is None:
@@ -289,6 +295,7 @@ async def seal_version(model_name: str, number: int, store: ArtifactStore, check
         uploads = await check.repo.uploads(version.id)
         now = check.now()
     placed: list[str] = []
+    committed = False
     try:
         checked = []
         for upload in uploads:
@@ -301,7 +308,7 @@ async def seal_version(model_name: str, number: int, store: ArtifactStore, check
             assert version.id is not None
             current = {u.id for u in await uow.repo.uploads(version.id)}
             problems = [{"path": u.path, "problem": p} for u, _, _, p in checked
-                        if u.id in current and p is not None and p != "expired without an upload"]
+                        if u.id in current and p not in (None, EXPIRED)]
             if locked.id != model.id or current - {u.id for u in uploads}:
                 problems.append({"path": None, "problem": "uploads changed while sealing; retry"})
             if problems:
@@ -311,39 +318,47 @@ async def seal_version(model_name: str, number: int, store: ArtifactStore, check
             for upload, key, written, _ in checked:
                 if key is not None and written is not None:
                     replaced.append((await _record(uow, locked, version, upload.path, written, key))[1])
-                await uow.repo.delete_upload(upload.id)
-            manifest = await seal(uow, locked, version)
+                    await uow.repo.delete_upload(upload.id)
+            # Tickets that expired unused are left to seal(), which drops and reports them.
+            manifest, dropped = await seal(uow, locked, version)
             version.revision += 1  # its representation (sealed_at) changed: a new ETag
             version.updated_at = version.sealed_at or uow.now()
             await uow.repo.save_version(version)
+            # Once committed, no row names these: the uploads' temporary objects, replaced files.
+            unnamed = [u.key for u in uploads] + [old.key for old in replaced if old is not None]
+            uow.after_commit(lambda: _forget(store, unnamed))
             await uow.commit()
+            committed = True
     except BaseException:
-        for key in placed:
-            await store.delete(key)
+        if not committed:
+            await _forget(store, placed)
         raise
-    # After the commit, what no row names: the uploads' temporary objects, replaced files.
-    await _forget(store, [u.key for u in uploads] + [old.key for old in replaced if old is not None])
-    return Sealed(version, manifest)
+    return Sealed(version, manifest, dropped)
 
 
 async def seal(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion, *,
-               announce_empty: bool = True) -> Manifest:
+               announce_empty: bool = True, drop_open: bool = False) -> tuple[Manifest, list[str]]:
     """Freeze the version's files as they are (the caller holds the model's lock and saves the
-    version): presigned uploads still open refuse it; expired ones are dropped. A seal is
-    announced (``model_version.artifacts_sealed``) unless it holds no file and ``announce_empty``
-    is off: a transition's own audit entry records that empty manifest anyway."""
+    version). Presigned uploads still open refuse it (unless ``drop_open``: archiving); tickets
+    that expired unused are dropped and named (``dropped_uploads``). A seal is announced
+    (``model_version.artifacts_sealed``) unless it holds and drops nothing and
+    ``announce_empty`` is off: a transition's own audit entry records that empty manifest anyway.
+    Returns the manifest and the dropped paths."""
     assert version.id is not None
     now = uow.now()
+    dropped = []
     for upload in await uow.repo.uploads(version.id):
-        if upload.expires_at > now:
+        if upload.expires_at > now and not drop_open:
             raise UploadsUnsettledError(
                 "presigned uploads are still open: POST .../seal checks them first, or let them expire",
                 [{"path": upload.path, "problem": "not checked yet"}])
         await uow.repo.delete_upload(upload.id)
+        dropped.append(upload.path)
     manifest = Manifest.of(await uow.repo.list_artifacts(version.id, None, None))
     version.sealed_at, version.manifest_digest = now, manifest.digest
-    if manifest.files or announce_empty:
-        sealed_at = now.isoformat().replace("+00:00", "Z")
-        uow.record(model, ArtifactsSealed(model=model.name, version=version.version,
-                                          after={"sealed_at": sealed_at, **manifest.to_dict()}))
-    return manifest
+    if manifest.files or dropped or announce_empty:
+        after: dict[str, Any] = {"sealed_at": now.isoformat().replace("+00:00", "Z"), **manifest.to_dict()}
+        if dropped:
+            after["dropped_uploads"] = dropped
+        uow.record(model, ArtifactsSealed(model=model.name, version=version.version, after=after))
+    return manifest, dropped

@@ -3,7 +3,7 @@ tests of the services implement them in memory."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -375,6 +375,10 @@ class UnitOfWork(Protocol):
     def now(self) -> datetime: ...
     def next_sequence(self, model: RegisteredModel) -> int:
         """The event sequence the next change recorded for ``model`` will get."""
+        ...
+    def after_commit(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn`` once the changes are durably committed, never otherwise (cleanups of
+        bytes the committed rows no longer name)."""
         ...
     async def commit(self) -> None: ...
 

@@ -149,7 +149,9 @@ async def move_checked(uow: UnitOfWork, model: RegisteredModel, version: ModelVe
     if from_stage is Stage.NONE:
         # The first move out of none freezes the files: this entry proves what was approved.
         if version.sealed_at is None:
-            manifest = await seal(uow, model, version, announce_empty=False)
+            # Archiving retires the version: uploads still open are dropped, not waited for.
+            manifest, _ = await seal(uow, model, version, announce_empty=False,
+                                     drop_open=trigger is Trigger.ARCHIVE)
             audit_extra["artifacts"] = manifest.to_dict()
         else:
             audit_extra["artifacts"] = {"digest": version.manifest_digest}

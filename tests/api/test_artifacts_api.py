@@ -791,15 +791,27 @@ def test_a_bad_or_missing_presigned_upload_refuses_the_seal(on_s3: Site, sc: htt
     no_uploads(on_s3)
 
 
-def test_an_open_presigned_upload_refuses_a_move_out_of_none(on_s3: Site, sc: httpx.Client) -> None:
+def test_an_open_presigned_upload_refuses_a_submit_out_of_none(on_s3: Site, sc: httpx.Client) -> None:
     name = fresh(sc)
     _ticket(sc, name, "pending.bin", b"pending")
-    for stage in ("staging", "archived"):
-        problem = assert_problem(sc.post(f"{vpath(name)}/transitions", json={"to_stage": stage}), 409, "conflict")
-        assert [u["path"] for u in problem["uploads"]] == ["pending.bin"], problem
+    problem = assert_problem(sc.post(f"{vpath(name)}/transitions", json={"to_stage": "staging"}), 409, "conflict")
+    assert [u["path"] for u in problem["uploads"]] == ["pending.bin"], problem
     v = version_of(sc, name)
     assert (v["stage"], v["sealed_at"]) == ("none", None)
     assert _entries(sc, name, SEALED) == []
+
+
+def test_an_archive_out_of_none_drops_open_presigned_uploads_and_names_them(on_s3: Site,
+                                                                          sc: httpx.Client) -> None:
+    """Archiving retires the version: it does not wait for uploads, it seals what is there and
+    the seal's audit entry names the tickets it dropped."""
+    name = fresh(sc)
+    _ticket(sc, name, "pending.bin", b"pending")
+    move(sc, name, 1, "archived")
+    v = version_of(sc, name)
+    assert v["stage"] == "archived" and v["sealed_at"] is not None
+    [entry] = _entries(sc, name, SEALED)
+    assert entry["after"]["files"] == [] and entry["after"]["dropped_uploads"] == ["pending.bin"]
 
 
 def test_presigned_uploads_are_refused_on_the_local_store(local: Site, lc: httpx.Client) -> None:

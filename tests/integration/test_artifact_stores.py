@@ -12,20 +12,23 @@ import asyncio
 import dataclasses
 import hashlib
 import random
+import threading
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from minio.error import S3Error
+from minio.error import InvalidResponseError, S3Error, ServerError
 
 from registry.adapters.artifacts.local import LocalStore
 from registry.adapters.artifacts.s3 import S3Location, S3Store
 from registry.bootstrap import artifact_store
 from registry.config import Settings
-from registry.domain.errors import UnavailableError
+from registry.domain.errors import NotFoundError, UnavailableError
 from registry.services.ports import Staged, Written
 from tests.s3_support import S3Server, s3_server, signatures_unchecked
 
@@ -330,15 +333,10 @@ async def test_delete_removes_one_object_and_a_missing_key_is_fine(target: Targe
 
 
 async def test_reading_a_missing_key_fails(target: Target) -> None:
-    """A row naming a key whose object is gone: the local store says so; S3's NoSuchKey from a
-    read (not digest() or copy(), which answer None / False) comes back as UnavailableError."""
-    if target.kind == "local":
-        with pytest.raises(FileNotFoundError):
-            await read_all(target.store, "7/6/missing")
-    else:
-        with pytest.raises(UnavailableError) as caught:
-            await read_all(target.store, "7/6/missing")
-        assert isinstance(caught.value.__cause__, S3Error) and caught.value.__cause__.code == "NoSuchKey"
+    """A row naming a key whose object is gone (a replace or delete committed after the row was
+    read): both stores answer NotFoundError, a 404 the client can retry, not a 500 or 503."""
+    with pytest.raises(NotFoundError, match="replaced or deleted"):
+        await read_all(target.store, "7/6/missing")
 
 
 # -- URLs ---------------------------------------------------------------------------------------
@@ -584,3 +582,142 @@ async def test_close_releases_the_store(target: Target) -> None:
     with pytest.raises(RuntimeError, match="shutdown"):  # its threads are gone
         await target.store.digest("1/1/a")
     await target.store.close()  # twice is fine (the fixture closes it again)
+
+
+# -- an endpoint that is not S3, bounded read-ahead -------------------------------------------
+
+
+class NotS3(BaseHTTPRequestHandler):
+    """Answers every request as a proxy in front of S3 might: 413 with a page that is no S3 XML
+    (``server.page``: HTML, or bytes that are not even UTF-8). Notes each request it got."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)  # the whole body, so the connection stays usable
+        self.server.seen.append((self.command, self.path.split("?")[0]))  # type: ignore[attr-defined]
+        page: bytes = self.server.page  # type: ignore[attr-defined]
+        self.send_response(413)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(page)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+        pass
+
+
+@contextmanager
+def not_s3(page: bytes) -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotS3)
+    server.daemon_threads = True
+    server.seen, server.page = [], page  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+HTML = b"<html><body><h1>413 Request Entity Too Large</h1><hr>nginx</body></html>"
+
+
+@pytest.mark.parametrize("page", [HTML, b"\xff\xfe\x00<html>not utf-8\x80"], ids=["html", "not-utf8"])
+async def test_an_endpoint_answering_no_s3_error_is_unavailable(page: bytes) -> None:
+    """Every call the store makes gets a 413 text/html page (minio: InvalidResponseError, or a
+    UnicodeDecodeError for a page that is not UTF-8; a HEAD's empty answer: ServerError). Each is
+    UnavailableError (503), never a 500, and never taken for a missing object: digest() is not
+    None, copy() is not False, read() is not NotFoundError."""
+    with not_s3(page) as server:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        store = S3Store(S3Location(endpoint=endpoint, bucket="bucket", prefix=PREFIX,
+                                   access_key="key", secret_key="secret", region="us-east-1"),
+                        threads=2)
+        try:
+            small = await store.stage("1/1/small.bin", body(b"kept in memory"), 14)  # no request
+            assert server.seen == []
+            calls = {
+                "publish": lambda: store.publish(small),
+                "stage-multipart": lambda: store.stage("1/1/big.bin", generated(17), None),
+                "digest": lambda: store.digest("1/1/a.bin"),
+                "copy": lambda: store.copy(".uploads/t", "1/1/c.bin"),
+                "delete": lambda: store.delete("1/1/a.bin"),
+                "read": lambda: read_all(store, "1/1/a.bin"),
+            }
+            causes = {}
+            for name, call in calls.items():
+                with pytest.raises(UnavailableError) as caught:
+                    await call()
+                assert caught.value.status == 503 and caught.value.code == "unavailable", name
+                causes[name] = type(caught.value.__cause__)
+        finally:
+            await store.close()
+
+    expected = InvalidResponseError if page == HTML else UnicodeDecodeError
+    assert causes == {"publish": expected, "stage-multipart": expected, "digest": expected,
+                      "copy": ServerError, "delete": expected, "read": expected}
+    # One request per call (a 413 is not retried); the store did talk to the endpoint each time.
+    assert server.seen == [("PUT", "/bucket/reg/1/1/small.bin"), ("POST", "/bucket/reg/1/1/big.bin"),
+                           ("GET", "/bucket/reg/1/1/a.bin"), ("HEAD", "/bucket/reg/.uploads/t"),
+                           ("DELETE", "/bucket/reg/1/1/a.bin"), ("GET", "/bucket/reg/1/1/a.bin")]
+
+
+async def test_the_s3_client_pools_a_connection_for_every_thread_that_may_call_it(s3: S3Server) -> None:
+    """The store's calls run on two pools of ``threads`` threads (short calls, bodies): minio's
+    HTTP pool keeps 2 * threads connections, not urllib3's default 10."""
+    store = S3Store(S3Location(endpoint=s3.endpoint, bucket="unused", prefix=PREFIX,
+                               access_key=s3.access_key, secret_key=s3.secret_key,
+                               region=s3.region), threads=12)
+    try:
+        assert store._client._http.connection_pool_kw["maxsize"] == 24  # noqa: SLF001
+    finally:
+        await store.close()
+
+
+async def test_an_upload_waiting_for_a_thread_reads_nothing_ahead(target: Target, tmp_path: Path) -> None:
+    """A store of one thread: while one upload holds it, a second one must not start reading its
+    body (memory stays bounded by the threads, not by how many clients send at once)."""
+    store: LocalStore | S3Store
+    if target.kind == "local":
+        store = LocalStore(tmp_path / "one-thread", threads=1)
+    else:
+        assert target.s3 is not None and target.bucket is not None
+        store = S3Store(dataclasses.replace(target.store.loc), threads=1)  # type: ignore[union-attr]
+    first_started, release, second_read = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def first_body() -> AsyncIterator[bytes]:
+        yield b"first "
+        first_started.set()
+        await release.wait()
+        yield b"done"
+
+    async def second_body() -> AsyncIterator[bytes]:
+        second_read.set()
+        yield b"second"
+
+    try:
+        first = asyncio.create_task(store.stage("1/1/first", first_body(), None))
+        await asyncio.wait_for(first_started.wait(), timeout=10)
+        second = asyncio.create_task(store.stage("1/1/second", second_body(), None))
+        for _ in range(50):  # plenty of turns for a reader that was started to pull a chunk
+            await asyncio.sleep(0)
+        assert not second_read.is_set(), "the waiting upload read its body ahead"
+        assert not second.done()
+
+        release.set()
+        staged = [await asyncio.wait_for(first, 10), await asyncio.wait_for(second, 10)]
+        assert second_read.is_set()
+        assert [s.written for s in staged] == [written_of(b"first done"), written_of(b"second")]
+        for s in staged:
+            await store.discard(s)
+    finally:
+        release.set()
+        await store.close()

@@ -1,6 +1,7 @@
 """Revision 0005 (artifact files, presigned uploads, ``sealed_at`` and ``manifest_digest``) on a
-database that already holds versions: every version past ``none`` is sealed as holding no files
-(``sealed_at`` = its ``updated_at``, the empty manifest's digest), a version in ``none`` stays open;
+database that already holds versions: every version that ever left ``none`` (past it now, or
+withdrawn back: a ``model_version.stage_changed`` entry in its model's chain) is sealed as holding no
+files (``sealed_at`` = its ``updated_at``, the empty manifest's digest), one that never moved stays open;
 the new tables refuse a second row for a (version, path) and go with their version; a file's row
 names its storage key (NOT NULL); the downgrade
 to 0004 drops them (SQLite keeps AUTOINCREMENT on the rebuilt model_versions) and upgrading again
@@ -16,14 +17,22 @@ from typing import Any
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import delete, insert, inspect, select, text
+from sqlalchemy import delete, insert, inspect, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from registry.adapters.db import migrate
-from registry.adapters.db.tables import artifacts_t, chains_t, models_t, uploads_t, versions_t
+from registry.adapters.db.tables import (
+    artifacts_t,
+    audit_t,
+    chains_t,
+    models_t,
+    uploads_t,
+    versions_t,
+)
 from registry.bootstrap import Container
 from registry.domain.artifacts import Artifact, Manifest
+from registry.services.audit import canonical, chain_hash, rfc3339
 from registry.services.ports import UploadRecord
 from tests.integration.helpers import ALICE, model_id, new_model, register
 from tests.integration.migration_helpers import drift as _drift
@@ -401,3 +410,91 @@ async def test_uploads_replace_by_path_list_by_path_and_delete(container: Contai
     async with container.uow(ALICE, write=False) as uow:
         assert await uow.repo.uploads(v1) == [again]
         assert await uow.repo.uploads(v2) == [theirs]
+
+
+# -- versions withdrawn back to none ------------------------------------------------------------
+
+WITHDRAWN_AT = datetime(2024, 6, 7, 8, 9, 10, 111213, tzinfo=UTC)
+
+
+async def _insert_v4_history(url: str, mid: int, name: str,
+                             entries: list[tuple[int, str, dict[str, Any] | None]]) -> None:
+    """Audit entries as a 0004 service wrote them into the model's chain (hash-chained, the chain
+    row's head advanced): ``entries`` are (version, action, after)."""
+    chain = f"model:{mid}"
+
+    async def write(conn: Any) -> None:
+        head = (await conn.execute(select(chains_t.c.audit_seq, chains_t.c.audit_hash)
+                                   .where(chains_t.c.id == chain))).one()
+        seq, prev = head.audit_seq, head.audit_hash
+        for version, action, after in entries:
+            seq += 1
+            at = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=seq)
+            entry = {"seq": seq, "chain": chain, "at": rfc3339(at), "actor": "alice",
+                     "request_id": f"req-{seq}", "action": action, "model": name,
+                     "version": version, "before": None, "after": after, "prev_hash": prev}
+            text_ = canonical(entry)
+            digest = chain_hash(prev, text_)
+            await conn.execute(insert(audit_t).values(
+                chain=chain, seq=seq, at=at, actor="alice", request_id=f"req-{seq}",
+                action=action, model=name, version=version, canonical=text_, prev_hash=prev,
+                hash=digest))
+            prev = digest
+        await conn.execute(update(chains_t).where(chains_t.c.id == chain)
+                           .values(audit_seq=seq, audit_hash=prev))
+        await conn.commit()
+    await _run(url, write)
+
+
+async def _insert_v4_version(url: str, mid: int, version: int, stage: str, updated: datetime) -> None:
+    created = datetime(2020, 5, 5, tzinfo=UTC)
+    await _insert(url, versions_t, {
+        "model_id": mid, "version": version, "stage": stage, "source": f"s3://b/{version}",
+        "run_id": None, "description": "", "tags": {}, "metrics": {}, "inputs": [], "revision": 3,
+        "left_production_seq": None, "stage_since": updated, "created_at": created,
+        "updated_at": updated, "created_by": "alice"})
+
+
+def _moved(stage_from: str, stage_to: str, trigger: str) -> dict[str, Any]:
+    return {"stage": stage_to, "trigger": trigger, "comment": None, "from": stage_from}
+
+
+async def test_upgrading_seals_a_version_withdrawn_back_to_none_but_not_one_never_moved(
+    url: str,
+) -> None:
+    """Version 5 went to staging and was withdrawn (0004 let a version come back to none): it is
+    in ``none`` but left it once, so it is sealed as holding no files (sealed_at = updated_at).
+    Version 1 never moved (its chain holds only other entries for it) and stays open; so does
+    another model's version 5, whose own chain never moved it though the first model's chain
+    names a version 5 too."""
+    await _upgrade(url, "0004")
+    mid = await _insert_v4_model(url, "legacy")
+    await _insert_v4_version(url, mid, 5, "none", WITHDRAWN_AT)
+    await _insert_v4_history(url, mid, "legacy", [
+        (1, "model_version.created", {"stage": "none"}),
+        (5, "model_version.created", {"stage": "none"}),
+        (2, "model_version.stage_changed", _moved("none", "staging", "submit")),
+        (5, "model_version.stage_changed", _moved("none", "staging", "submit")),
+        (5, "model_version.stage_changed", _moved("staging", "none", "withdraw")),
+        (1, "model_version.updated", {"description": "still in none"}),
+    ])
+    other = await _insert_v4_model(url, "other")
+    await _insert_v4_version(url, other, 5, "none", WITHDRAWN_AT)
+    await _insert_v4_history(url, other, "other", [(5, "model_version.created", {"stage": "none"})])
+
+    await _upgrade(url)
+
+    async def sealing(conn: Any) -> dict[tuple[str, int], tuple[str, Any, Any]]:
+        rows = await conn.execute(
+            select(models_t.c.name, versions_t.c.version, versions_t.c.stage,
+                   versions_t.c.sealed_at, versions_t.c.manifest_digest)
+            .join(models_t, models_t.c.id == versions_t.c.model_id))
+        return {(r.name, r.version): (r.stage, r.sealed_at, r.manifest_digest) for r in rows}
+    found = await _run(url, sealing)
+
+    assert found[("legacy", 5)] == ("none", WITHDRAWN_AT, EMPTY_MANIFEST), "withdrawn version left open"
+    assert found[("legacy", 1)] == ("none", None, None), "a version that never moved was sealed"
+    assert found[("other", 5)] == ("none", None, None), "another model's chain sealed this version"
+    assert found[("other", 1)] == ("none", None, None)
+    assert {k: v[2] for k, v in found.items() if v[0] != "none"} == dict.fromkeys(
+        [(n, v) for n in ("legacy", "other") for v in (2, 3, 4)], EMPTY_MANIFEST)

@@ -8,7 +8,7 @@ that changes an object but forgets to save it changes nothing, as with the datab
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -261,17 +261,26 @@ class FakeUnitOfWork:
         self.repo = FakeRepository(State())
         self._now: datetime | None = None
         self.default_policies: dict[Stage, Policy] = self.store.default_policies
+        self._after_commit: list[Callable[[], Awaitable[None]]] = []
 
     async def __aenter__(self) -> FakeUnitOfWork:
         self.committed = False
         self.recorded, self.recorded_system = [], []
         self._now = None
+        self._after_commit = []
         self.repo = FakeRepository(copy.deepcopy(self.store.state))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         # Whatever did not commit is dropped with the working copy.
         self.repo = FakeRepository(copy.deepcopy(self.store.state))
+        hooks, self._after_commit = self._after_commit, []
+        if self.committed and exc[0] is None:
+            for fn in hooks:
+                await fn()
+
+    def after_commit(self, fn: Callable[[], Awaitable[None]]) -> None:
+        self._after_commit.append(fn)
 
     def record(self, model: RegisteredModel | int, change: Change) -> None:
         self.recorded.append((model if isinstance(model, int) else model.id, change))

@@ -11,9 +11,11 @@ every copy it made."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -25,7 +27,16 @@ from registry.domain.errors import (
     UnavailableError,
     UploadsUnsettledError,
 )
-from registry.domain.events import ArtifactDeleted, ArtifactsSealed, ArtifactUploaded
+from registry.domain.events import (
+    ArtifactDeleted,
+    ArtifactsSealed,
+    ArtifactUploaded,
+    RequestApproved,
+    StageChanged,
+)
+from registry.domain.permissions import Role
+from registry.domain.stages import Stage
+from registry.services.approvals import decide, request_transition
 from registry.services.artifacts import (
     RequestUpload,
     UploadArtifact,
@@ -34,9 +45,18 @@ from registry.services.artifacts import (
     seal_version,
     upload_artifact,
 )
-from registry.services.commands import CreateModel, RegisterModelVersion
+from registry.services.commands import (
+    CreateModel,
+    DecideRequest,
+    RegisterModelVersion,
+    RequestTransition,
+    SetPolicy,
+    TransitionModelVersion,
+)
 from registry.services.models import create_model
-from registry.services.ports import Staged, Written
+from registry.services.policies import set_policy
+from registry.services.ports import Actor, Staged, Written
+from registry.services.transitions import transition_model_version
 from registry.services.versions import register_model_version
 from tests.unit.fakes import FakeUnitOfWork, Store
 
@@ -410,3 +430,242 @@ async def test_a_failing_cleanup_after_the_commit_does_not_fail_the_committed_ch
         await seal_version(NAME, 1, broken, world.uow(), world.uow())
 
     assert ("commit", "") in world.log and world.log[-1][0] == "delete failed"
+
+
+# -- tickets that expired unused, archiving, approvals while uploads are open -------------------
+
+EMPTY = Manifest.of([]).digest
+CI = Actor("ci-token", "req-ci", Role.EDITOR, principal="ci")
+ANN = Actor("ann-token", "req-ann", Role.RELEASER, principal="ann")
+
+
+def expire_tickets(w: World) -> None:
+    """Let every ticket handed out so far expire (the fake's clock moves a second per unit)."""
+    w.store.clock += timedelta(seconds=TTL)
+
+
+def sealed_entries(w: World) -> list[dict[str, Any]]:
+    return [c.after for c in w.changes() if isinstance(c, ArtifactsSealed)]
+
+
+def version(w: World) -> Any:
+    return w.store.state.versions[(1, 1)]
+
+
+async def test_seal_drops_tickets_that_expired_unused_and_names_them(world: World) -> None:
+    late = await ticket(world, "late.bin", b"never sent")
+    expire_tickets(world)
+    temp = await ticket(world, "a.bin", b"aaa")  # asked for after the first one expired
+    world.files.objects[temp] = b"aaa"
+    world.log.clear()
+
+    sealed = await seal_version(NAME, 1, world.files, world.uow(), world.uow())
+
+    assert sealed.dropped == ["late.bin"]
+    assert [f["path"] for f in sealed.manifest.files] == ["a.bin"]
+    assert list(world.rows()) == ["a.bin"] and world.store.state.uploads == {}
+    [after] = sealed_entries(world)
+    assert after["dropped_uploads"] == ["late.bin"]
+    assert {k: after[k] for k in ("files", "digest")} == sealed.manifest.to_dict()
+    # Both tickets' temporary keys go, after the commit.
+    commit = world.log.index(("commit", ""))
+    assert sorted(k for op, k in world.log[commit + 1:] if op == "delete") == sorted([late, temp])
+    assert all(op != "delete" for op, _ in world.log[:commit])
+
+
+async def test_an_expired_ticket_whose_bytes_arrived_in_time_is_sealed_not_dropped(world: World) -> None:
+    temp = await ticket(world, "m.bin", b"sent in time")
+    world.files.objects[temp] = b"sent in time"
+    expire_tickets(world)
+
+    sealed = await seal_version(NAME, 1, world.files, world.uow(), world.uow())
+
+    assert sealed.dropped == [] and [f["path"] for f in sealed.manifest.files] == ["m.bin"]
+    [after] = sealed_entries(world)
+    assert "dropped_uploads" not in after
+
+
+async def test_an_open_ticket_is_neither_dropped_nor_sealed_over(world: World) -> None:
+    await ticket(world, "open.bin", b"on its way")
+    with pytest.raises(UploadsUnsettledError) as caught:
+        await seal_version(NAME, 1, world.files, world.uow(), world.uow())
+    assert caught.value.uploads == [{"path": "open.bin", "problem": "not uploaded yet"}]
+    assert [u.path for _, u in world.store.state.uploads.values()] == ["open.bin"]
+    assert version(world).sealed_at is None and sealed_entries(world) == []
+
+
+async def test_submitting_drops_expired_tickets_and_announces_the_seal(world: World) -> None:
+    """A move out of none that seals no file writes no artifacts_sealed entry of its own, unless
+    it dropped tickets: then the entry names them."""
+    await ticket(world, "late.bin", b"never sent")
+    expire_tickets(world)
+
+    await transition_model_version(TransitionModelVersion(NAME, 1, "staging"), world.uow())
+
+    assert version(world).stage is Stage.STAGING and version(world).manifest_digest == EMPTY
+    assert world.store.state.uploads == {}
+    [after] = sealed_entries(world)
+    assert after["dropped_uploads"] == ["late.bin"] and after["files"] == []
+    [moved] = [c for c in world.changes() if isinstance(c, StageChanged)]
+    assert moved.after["artifacts"] == {"files": [], "digest": EMPTY}
+
+
+async def test_submitting_with_an_open_ticket_is_refused(world: World) -> None:
+    await ticket(world, "open.bin", b"on its way")
+    with pytest.raises(UploadsUnsettledError):
+        await transition_model_version(TransitionModelVersion(NAME, 1, "staging"), world.uow())
+    assert version(world).stage is Stage.NONE and version(world).sealed_at is None
+    assert len(world.store.state.uploads) == 1 and sealed_entries(world) == []
+
+
+async def test_archiving_out_of_none_drops_open_tickets(world: World) -> None:
+    kept, _ = await upload(world, "kept.bin", b"kept")
+    await ticket(world, "open.bin", b"on its way")
+    await ticket(world, "other/open.bin", b"also on its way")
+
+    await transition_model_version(TransitionModelVersion(NAME, 1, "archived"), world.uow())
+
+    assert version(world).stage is Stage.ARCHIVED and version(world).sealed_at is not None
+    assert world.store.state.uploads == {}
+    [after] = sealed_entries(world)
+    assert after["dropped_uploads"] == ["open.bin", "other/open.bin"]
+    assert after["files"] == [kept.entry()]
+    assert version(world).manifest_digest == after["digest"]
+    [moved] = [c for c in world.changes() if isinstance(c, StageChanged)]
+    assert moved.after["trigger"] == "archive" and moved.after["artifacts"]["digest"] == after["digest"]
+
+
+async def test_archiving_with_nothing_to_drop_announces_no_empty_seal(world: World) -> None:
+    await transition_model_version(TransitionModelVersion(NAME, 1, "archived"), world.uow())
+    assert version(world).manifest_digest == EMPTY and sealed_entries(world) == []
+
+
+async def approved_with_an_open_ticket(w: World) -> tuple[int, str]:
+    """Staging needs one approval; CI asks to submit version 1, a ticket is open on it, and ANN's
+    approval completes the quorum. Returns the request id and the ticket's temporary key."""
+    await set_policy(SetPolicy(NAME, "staging", {"required_approvals": 1}), FakeUnitOfWork(w.store))
+    request = await request_transition(RequestTransition(NAME, 1, "staging", "ship"),
+                                       FakeUnitOfWork(w.store, CI))
+    temp = await ticket(w, "m.bin", b"weights")
+    approving = FakeUnitOfWork(w.store, ANN)
+
+    decision = await decide(DecideRequest(request.id, "approve"), approving)
+
+    assert approving.committed, "the approval was not recorded"
+    assert not decision.applied and decision.request.state == "approved"
+    assert w.store.state.requests[request.id].state == "approved"
+    assert version(w).stage is Stage.NONE and version(w).sealed_at is None
+    assert [type(c) for c in approving.changes()] == [RequestApproved]
+    assert [u.path for _, u in w.store.state.uploads.values()] == ["m.bin"]
+    return request.id, temp
+
+
+async def test_an_approval_with_uploads_open_stands_and_applies_once_they_are_sealed(
+    world: World,
+) -> None:
+    request_id, temp = await approved_with_an_open_ticket(world)
+    world.files.objects[temp] = b"weights"
+    sealed = await seal_version(NAME, 1, world.files, world.uow(), world.uow())
+
+    result = await transition_model_version(TransitionModelVersion(NAME, 1, "staging"),
+                                            FakeUnitOfWork(world.store, CI))
+
+    assert result.version.stage is Stage.STAGING and result.transition.request == request_id
+    assert world.store.state.requests[request_id].state == "applied"
+    [moved] = [c for c in world.changes() if isinstance(c, StageChanged)]
+    assert moved.after["artifacts"] == {"digest": sealed.manifest.digest}
+    assert [f["path"] for f in sealed.manifest.files] == ["m.bin"]
+
+
+async def test_an_approval_with_uploads_open_applies_once_they_expired(world: World) -> None:
+    request_id, _ = await approved_with_an_open_ticket(world)
+    expire_tickets(world)
+
+    result = await transition_model_version(TransitionModelVersion(NAME, 1, "staging"),
+                                            FakeUnitOfWork(world.store, CI))
+
+    assert result.version.stage is Stage.STAGING
+    assert world.store.state.requests[request_id].state == "applied"
+    [after] = sealed_entries(world)
+    assert after["dropped_uploads"] == ["m.bin"] and after["files"] == []
+    assert world.store.state.uploads == {}
+
+
+async def test_an_approval_applies_at_once_when_the_only_ticket_expired(world: World) -> None:
+    await set_policy(SetPolicy(NAME, "staging", {"required_approvals": 1}), FakeUnitOfWork(world.store))
+    request = await request_transition(RequestTransition(NAME, 1, "staging", "ship"),
+                                       FakeUnitOfWork(world.store, CI))
+    await ticket(world, "late.bin", b"never sent")
+    expire_tickets(world)
+
+    decision = await decide(DecideRequest(request.id, "approve"), FakeUnitOfWork(world.store, ANN))
+
+    assert decision.applied and version(world).stage is Stage.STAGING
+    [after] = sealed_entries(world)
+    assert after["dropped_uploads"] == ["late.bin"]
+
+
+# -- cleanups run only after a commit, and a failure after it takes nothing a row names ----------
+
+
+async def test_a_new_ticket_for_a_path_deletes_the_old_tickets_object_after_the_commit(
+    world: World,
+) -> None:
+    old = await ticket(world, "m.bin", b"first try")
+    world.files.objects[old] = b"first try"
+    world.log.clear()
+
+    new = await ticket(world, "m.bin", b"second try")
+
+    assert new != old
+    assert world.log == [("commit", ""), ("delete", old)]
+    assert world.files.objects == {}
+
+
+async def test_a_new_ticket_whose_commit_fails_deletes_nothing(world: World) -> None:
+    old = await ticket(world, "m.bin", b"first try")
+    world.files.objects[old] = b"first try"
+    world.log.clear()
+
+    with pytest.raises(RuntimeError, match="commit"):
+        await request_upload(RequestUpload(NAME, 1, "m.bin", 3, sha(b"new")), world.files,
+                             world.uow(fail_commit=True), TTL, LIMIT)
+
+    assert world.log == [] and world.files.objects == {old: b"first try"}
+    assert [u.key for _, u in world.store.state.uploads.values()] == [old]
+
+
+class CancelledAfterCommit(MemoryStore):
+    """The request is cancelled (the client left, shutdown) while the first post-commit cleanup
+    runs; later deletes work (so a wrong one would really remove bytes)."""
+
+    async def delete(self, key: str) -> None:
+        if ("commit", "") in self.log and not any(op == "delete cancelled" for op, _ in self.log):
+            self.log.append(("delete cancelled", key))
+            raise asyncio.CancelledError
+        await super().delete(key)
+
+
+@pytest.mark.parametrize("operation", ["replace", "seal"])
+async def test_a_cancelled_cleanup_after_the_commit_keeps_the_bytes_the_rows_name(
+    world: World, operation: str,
+) -> None:
+    """Cancellation is no Exception: it leaves through the service's failure path, which must
+    see that the commit happened and leave the new key (named by the committed row) alone."""
+    await upload(world, "m.bin", b"old bytes")
+    if operation == "seal":
+        temp = await ticket(world, "m.bin", b"new")
+        world.files.objects[temp] = b"new"
+    world.files = CancelledAfterCommit(world.log, dict(world.files.objects))
+    world.log.clear()
+
+    with pytest.raises(asyncio.CancelledError):
+        if operation == "replace":
+            await upload(world, "m.bin", b"new")
+        else:
+            await seal_version(NAME, 1, world.files, world.uow(), world.uow())
+
+    [row] = world.rows().values()
+    assert row.sha256 == sha(b"new")
+    assert world.files.objects.get(row.key) == b"new", "the committed row's bytes were deleted"
+    assert ("delete cancelled", row.key) not in world.log and ("delete", row.key) not in world.log

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from registry.adapters.artifacts.body import BlockingBody
-from registry.domain.errors import UnavailableError
+from registry.domain.errors import NotFoundError, UnavailableError
 from registry.services.ports import Staged, Written
 
 BLOCK = 1024 * 1024
@@ -28,6 +28,8 @@ class LocalStore:
         # Receiving a body holds a thread as long as its client is slow: a pool of its own, so
         # slow uploads never queue downloads and the short calls made under the model's lock.
         self._bodies = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="artifacts-in")
+        # An upload waiting for a thread reads nothing ahead: memory stays bounded by threads.
+        self._slots = asyncio.Semaphore(threads)
 
     def _file(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -63,16 +65,17 @@ class LocalStore:
                 out.flush()
                 os.fsync(out.fileno())
 
-        reader.start()
-        job = asyncio.ensure_future(self._run(copy, self._bodies, reader))
-        try:
-            await asyncio.shield(job)  # cancelled: still clean up after the thread, below
-        except BaseException:
-            await reader.stop()  # wakes a thread still waiting for body
-            await asyncio.gather(job, return_exceptions=True)
-            await self._run(lambda: temp.unlink(missing_ok=True))
-            raise
-        await reader.stop()
+        async with self._slots:
+            reader.start()
+            job = asyncio.ensure_future(self._run(copy, self._bodies, reader))
+            try:
+                await asyncio.shield(job)  # cancelled: still clean up after the thread, below
+            except BaseException:
+                await reader.stop()  # wakes a thread still waiting for body
+                await asyncio.gather(job, return_exceptions=True)
+                await self._run(lambda: temp.unlink(missing_ok=True))
+                raise
+            await reader.stop()
         return Staged(key, reader.written(), temp)
 
     async def publish(self, staged: Staged) -> None:
@@ -131,7 +134,10 @@ class LocalStore:
         return await self._run(hash_file)
 
     async def read(self, key: str) -> AsyncIterator[bytes]:
-        f = await self._run(lambda: open(self._file(key), "rb"))  # noqa: SIM115 - closed below
+        try:
+            f = await self._run(lambda: open(self._file(key), "rb"))  # noqa: SIM115 - closed below
+        except FileNotFoundError:  # a replace or delete committed after the row was read
+            raise NotFoundError("the file was replaced or deleted while it was read; retry") from None
         try:
             while block := await self._run(lambda: f.read(BLOCK)):
                 yield block

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,14 +20,16 @@ from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
+import certifi
+import urllib3
 from minio import Minio
 from minio.commonconfig import CopySource
 from minio.datatypes import Part
-from minio.error import S3Error, ServerError
+from minio.error import MinioException, S3Error
 from urllib3.exceptions import HTTPError
 
 from registry.adapters.artifacts.body import BlockingBody
-from registry.domain.errors import UnavailableError
+from registry.domain.errors import NotFoundError, UnavailableError
 from registry.services.ports import Staged, Written
 
 PART_SIZE = 16 * 1024 * 1024
@@ -58,23 +61,30 @@ class S3Location:
     public_endpoint: str | None = None
 
 
-def _client(endpoint: str, loc: S3Location) -> Minio:
+def _client(endpoint: str, loc: S3Location, connections: int = 10) -> Minio:
     parts = urlsplit(endpoint)
+    # minio's own HTTP pool, with room for every thread that calls it.
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=300, read=300), maxsize=connections,
+        cert_reqs="CERT_REQUIRED", ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]))
     # The region is given, so presigning never asks the server where the bucket is.
     return Minio(endpoint=parts.netloc, access_key=loc.access_key, secret_key=loc.secret_key,
-                 region=loc.region, secure=parts.scheme == "https")
+                 region=loc.region, secure=parts.scheme == "https", http_client=http)
 
 
 class S3Store:
     def __init__(self, loc: S3Location, threads: int = 16) -> None:
         self.loc = loc
         self.location = f"s3://{loc.bucket}/{loc.prefix}"
-        self._client = _client(loc.endpoint, loc)
+        self._client = _client(loc.endpoint, loc, connections=2 * threads)
         self._public = _client(loc.public_endpoint or loc.endpoint, loc)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3")
         # Receiving a body holds a thread as long as its client is slow: a pool of its own, so
         # slow uploads never queue downloads and the short calls made under the model's lock.
         self._bodies = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3-in")
+        # An upload waiting for a thread reads nothing ahead: memory stays bounded by threads.
+        self._slots = asyncio.Semaphore(threads)
 
     def _key(self, key: str) -> str:
         return self.loc.prefix + key
@@ -82,26 +92,28 @@ class S3Store:
     async def _run(self, fn: Callable[[], T], pool: ThreadPoolExecutor | None = None) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(pool or self._pool, fn)
-        except (S3Error, ServerError, HTTPError) as exc:  # S3 refused or is unreachable
+        # S3 refused, is unreachable, or a proxy in front of it answered something else.
+        except (MinioException, HTTPError, UnicodeDecodeError) as exc:
             raise UnavailableError(f"the artifact store failed: {exc}") from exc
 
     async def stage(self, key: str, body: AsyncIterator[bytes], length: int | None) -> Staged:
         """A body of one part is kept in memory (at most ``PART_SIZE``) and PUT when published;
         a larger one goes up as an incomplete multipart upload, which no reader sees until
         ``publish`` completes it and which ``discard`` aborts, so no copy of the bytes is made."""
-        reader = BlockingBody(body, asyncio.get_running_loop())
-        reader.start()
-        job = asyncio.ensure_future(self._run(lambda: self._upload_parts(self._key(key), reader),
-                                              self._bodies))
-        try:
-            token = await asyncio.shield(job)  # cancelled: abort what the thread leaves, below
-        except BaseException:
-            await reader.stop()  # wakes a thread still waiting for body
-            done = await asyncio.gather(job, return_exceptions=True)
-            if isinstance(done[0], _Multipart):
-                await self.discard(Staged(key, reader.written(), done[0]))
-            raise
-        await reader.stop()
+        async with self._slots:
+            reader = BlockingBody(body, asyncio.get_running_loop())
+            reader.start()
+            job = asyncio.ensure_future(self._run(
+                lambda: self._upload_parts(self._key(key), reader), self._bodies))
+            try:
+                token = await asyncio.shield(job)  # cancelled: abort what the thread leaves, below
+            except BaseException:
+                await reader.stop()  # wakes a thread still waiting for body
+                done = await asyncio.gather(job, return_exceptions=True)
+                if isinstance(done[0], _Multipart):
+                    await self.discard(Staged(key, reader.written(), done[0]))
+                raise
+            await reader.stop()
         return Staged(key, reader.written(), token)
 
     def _upload_parts(self, name: str, reader: BlockingBody) -> bytes | _Multipart:
@@ -189,8 +201,17 @@ class S3Store:
 
     async def read(self, key: str) -> AsyncIterator[bytes]:
         name = self._key(key)
-        response: Any = await self._run(lambda: self._client.get_object(
-            bucket_name=self.loc.bucket, object_name=name))
+
+        def get() -> Any:
+            try:
+                return self._client.get_object(bucket_name=self.loc.bucket, object_name=name)
+            except S3Error as exc:
+                if exc.code == "NoSuchKey":  # a replace or delete committed after the row was read
+                    raise NotFoundError("the file was replaced or deleted while it was read; "
+                                        "retry") from None
+                raise
+
+        response = await self._run(get)
         blocks = response.stream(BLOCK)
         try:
             while block := await self._run(lambda: next(blocks, b"")):

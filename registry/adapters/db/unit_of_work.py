@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,6 +67,8 @@ class SqlUnitOfWork:
         self._conn: AsyncConnection | None = None
         self._now: datetime | None = None
         self._pending: dict[str, list[Change | SystemChange]] = defaultdict(list)
+        self._after_commit: list[Callable[[], Awaitable[None]]] = []
+        self._committed = False
         self.repo: SqlRepository
 
     async def __aenter__(self) -> SqlUnitOfWork:
@@ -107,6 +109,18 @@ class SqlUnitOfWork:
         await self._release()
         if translated is not None:
             raise translated from exc
+        if self._committed:
+            await self._settle()
+
+    def after_commit(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn`` once this unit's changes are durably committed (after the lock is
+        released), never otherwise; with an Idempotency-Key that is when :meth:`finish` commits."""
+        self._after_commit.append(fn)
+
+    async def _settle(self) -> None:
+        hooks, self._after_commit = self._after_commit, []
+        for fn in hooks:
+            await fn()
 
     async def _hold(self, exc: BaseException | None, refusal: RegistryError | None) -> bool:
         """Whether to keep the transaction open for :meth:`finish`: after a commit (the answer
@@ -152,6 +166,8 @@ class SqlUnitOfWork:
             await self._release()
         if committed and self._wrote_events and self._on_events is not None:
             self._on_events()
+        if committed and self._deferred == "done":  # a stored refusal carries no effect
+            await self._settle()
         return committed
 
     @property
@@ -238,6 +254,7 @@ class SqlUnitOfWork:
             self._deferred, self._wrote_events = "done", bool(event_rows)
             return
         await self._conn.commit()
+        self._committed = True
         if event_rows and self._on_events is not None:
             self._on_events()
 

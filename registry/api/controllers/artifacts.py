@@ -164,7 +164,8 @@ class ArtifactController(Controller):
         v = sealed.version
         assert v.sealed_at is not None and v.manifest_digest is not None
         return SealResponse(v.model, v.version, v.sealed_at, v.manifest_digest,
-                            [ManifestFile(f["path"], f["size"], f["sha256"]) for f in sealed.manifest.files])
+                            [ManifestFile(f["path"], f["size"], f["sha256"]) for f in sealed.manifest.files],
+                            sealed.dropped)
 
 
 @get("/resolve", operation_id="resolveModelUri", tags=["artifacts"],

@@ -1,6 +1,6 @@
 """Artifact files and presigned uploads; when a version's artifacts were sealed and their
-manifest's digest. Versions already past ``none`` are sealed as holding no files: they moved
-before artifacts existed, and a version that left ``none`` must never gain files.
+manifest's digest. Versions that ever left ``none`` (withdrawn ones too) are sealed as holding no
+files: they moved before artifacts existed, and a version that left ``none`` must never gain files.
 
 Revision ID: 0005
 Revises: 0004
@@ -54,10 +54,14 @@ def upgrade() -> None:
     with op.batch_alter_table('model_versions', schema=None) as batch_op:
         batch_op.add_column(sa.Column('sealed_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('manifest_digest', sa.String(length=71), nullable=True))
-    # The digest of the empty manifest, {"files":[]} in canonical JSON.
-    op.execute("UPDATE model_versions SET sealed_at = updated_at, manifest_digest = "
-               "'sha256:602e35a92eec4bc0a2ec6ae113f07bfc6933322fb69fe8dee416e5a67217e2a2' WHERE stage <> 'none'")
-
+    # Versions that ever left none (now past it, or withdrawn back: their audit chain has a stage
+    # change) are sealed holding no files. The digest is that of {"files":[]} in canonical JSON.
+    op.execute(
+        "UPDATE model_versions SET sealed_at = updated_at, manifest_digest = "
+        "'sha256:602e35a92eec4bc0a2ec6ae113f07bfc6933322fb69fe8dee416e5a67217e2a2' "
+        "WHERE stage <> 'none' OR EXISTS (SELECT 1 FROM audit_log a "
+        "WHERE a.chain = 'model:' || CAST(model_versions.model_id AS TEXT) "
+        "AND a.version = model_versions.version AND a.action = 'model_version.stage_changed')")
 
 
 def downgrade() -> None:
