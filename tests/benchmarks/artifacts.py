@@ -43,7 +43,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from tests.support import REPO, Server, create_pg_database, drop_pg_database, free_port, run_server, sqlite_url
+from tests.support import REPO, Server, create_pg_database, drop_pg_database, free_port, run_server, sqlite_url, stop
 
 MiB = 1024 * 1024
 PART_SIZE = 16 * MiB
@@ -279,12 +279,7 @@ def moto_server(log_dir: Path) -> Iterator[Moto]:
             pass
         yield moto
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 # -- the measurements -------------------------------------------------------------------------------
