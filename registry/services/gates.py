@@ -39,9 +39,9 @@ async def effective_policy(uow: UnitOfWork, model: RegisteredModel, stage: Stage
     """The model's own policy for entering ``stage``, else the configured default, else none."""
     if stage not in POLICY_STAGES:
         return EffectivePolicy(Policy(), "none")
-    record = await uow.repo.get_policy(model, stage)
-    if record is not None:
-        return EffectivePolicy(Policy.parse(record.rules, stage), "model")
+    rules = await uow.repo.policy_rules(model, stage)
+    if rules is not None:
+        return EffectivePolicy(Policy.parse(rules, stage), "model")
     default = uow.default_policies.get(stage)
     if default is not None:
         return EffectivePolicy(default, "default")

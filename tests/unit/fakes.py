@@ -178,6 +178,10 @@ class FakeRepository:
     async def get_policy(self, model: RegisteredModel, stage: Stage) -> PolicyRecord | None:
         return copy.deepcopy(self.state.policies.get((model.id, stage.value)))
 
+    async def policy_rules(self, model: RegisteredModel, stage: Stage) -> dict[str, Any] | None:
+        record = await self.get_policy(model, stage)
+        return record.rules if record is not None else None
+
     async def put_policy(self, model: RegisteredModel, stage: Stage, rules: dict[str, Any],
                          actor: str, now: datetime) -> None:
         self.state.policies[(model.id, stage.value)] = PolicyRecord(stage.value, rules, now, actor)

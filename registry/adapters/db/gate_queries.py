@@ -35,6 +35,8 @@ def _request(row: Any) -> RequestRecord:
 class GateQueries:
     conn: AsyncConnection
     sqlite: bool
+    locked_policies: dict[tuple[int, str], dict[str, Any] | None]
+    no_open_requests: set[tuple[int, int]]
 
     # -- checks -------------------------------------------------------------------------------
 
@@ -68,9 +70,19 @@ class GateQueries:
         row = (await self.conn.execute(stmt)).first()
         return PolicyRecord(*row) if row else None
 
+    async def policy_rules(self, model: RegisteredModel, stage: Stage) -> dict[str, Any] | None:
+        """The rules of the model's own policy for ``stage``; no round trip when the model was
+        locked in this unit of work (its lock read them)."""
+        key = (model.id, stage.value)
+        if key in self.locked_policies:
+            return self.locked_policies[key]
+        record = await self.get_policy(model, stage)
+        return record.rules if record is not None else None
+
     async def put_policy(self, model: RegisteredModel, stage: Stage, rules: dict[str, Any],
                          actor: str, now: datetime) -> None:
         # The caller holds the model's row lock, so read-then-write cannot race another writer.
+        self.locked_policies.pop((model.id, stage.value), None)
         values = {"rules": rules, "updated_at": now, "updated_by": actor}
         where = and_(policies_t.c.model_id == model.id, policies_t.c.stage == stage.value)
         if (await self.conn.execute(update(policies_t).where(where).values(**values))).rowcount == 0:
@@ -78,6 +90,7 @@ class GateQueries:
                                                               **values))
 
     async def delete_policy(self, model: RegisteredModel, stage: Stage) -> None:
+        self.locked_policies.pop((model.id, stage.value), None)
         await self.conn.execute(delete(policies_t).where(policies_t.c.model_id == model.id,
                                                          policies_t.c.stage == stage.value))
 
@@ -86,6 +99,7 @@ class GateQueries:
     async def add_request(self, model: RegisteredModel, version: int, to_stage: str, actor: Actor,
                           comment: str | None, now: datetime) -> RequestRecord:
         principal = actor.principal or actor.name
+        self.no_open_requests.discard((model.id, version))
         values = {"model_id": model.id, "version": version, "to_stage": to_stage,
                   "state": "pending", "requested_by": actor.name, "requester_principal": principal,
                   "comment": comment, "approvals": [], "created_at": now, "updated_at": now}
@@ -99,6 +113,8 @@ class GateQueries:
 
     async def open_requests(self, model: RegisteredModel, version: int,
                             to_stage: str | None = None) -> list[RequestRecord]:
+        if (model.id, version) in self.no_open_requests:  # read in this unit of work: none
+            return []
         stmt = _REQUESTS.where(requests_t.c.model_id == model.id, requests_t.c.version == version,
                                requests_t.c.state.in_(OPEN_STATES)).order_by(requests_t.c.id)
         if to_stage is not None:

@@ -8,21 +8,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, literal, or_, select, true, tuple_, update
+from sqlalchemy import and_, bindparam, exists, func, insert, literal, or_, select, true, tuple_, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.adapters.db.artifact_queries import ArtifactQueries
 from registry.adapters.db.deliveries import DeliveryQueries
 from registry.adapters.db.gate_queries import GateQueries
 from registry.adapters.db.matching import name_matches
+from registry.adapters.db.statements import Db, Query, bound
 from registry.adapters.db.tables import (
     aliases_t,
     audit_t,
     chains_t,
     models_t,
     outbox_t,
+    policies_t,
     principals_t,
+    requests_t,
     tokens_t,
     versions_t,
 )
@@ -81,6 +83,61 @@ def _token(row: Any) -> TokenRecord:
                        row.models, row.created_at, row.last_used_at)
 
 
+# -- the hot statements, built once (see statements.py) ----------------------------------------------
+
+_OPEN = ("pending", "approved")
+
+
+def _policy_rules(stage: Stage) -> Any:
+    return (select(policies_t.c.rules)
+            .where(policies_t.c.model_id == models_t.c.id, policies_t.c.stage == stage.value)
+            .scalar_subquery().label(f"policy_{stage.value}"))
+
+
+_GET_MODEL = Query(select(*_MODEL_COLS).where(models_t.c.name == bindparam("name")))
+# The model, its chain head and its policies for staging and production, in the one statement
+# that locks them: a move then needs no round trip of its own for the policy.
+_LOCK_MODEL = Query(
+    select(*_MODEL_COLS, chains_t.c.id.label("chain"), chains_t.c.audit_seq, chains_t.c.audit_hash,
+           chains_t.c.event_seq, _policy_rules(Stage.STAGING), _policy_rules(Stage.PRODUCTION))
+    .join(chains_t, chains_t.c.model_id == models_t.c.id)
+    .where(models_t.c.name == bindparam("name"))
+    .with_for_update(of=[models_t, chains_t])
+)
+_ALLOCATE_VERSION = Query(update(models_t).where(models_t.c.id == bindparam("model_id"))
+                          .values(last_version=models_t.c.last_version + 1)
+                          .returning(models_t.c.last_version))
+_ADD_VERSION = Query(insert(versions_t).values(bound(
+    versions_t, "model_id", "version", "stage", "source", "run_id", "description", "tags", "metrics",
+    "inputs", "revision", "left_production_seq", "stage_since", "created_at", "updated_at",
+    "created_by")).returning(versions_t.c.id))
+_GET_VERSION = Query(select(*_VERSION_COLS).where(versions_t.c.model_id == bindparam("model_id"),
+                                                  versions_t.c.version == bindparam("number")))
+# Whether a version has open transition requests: a move settles them only where there are any.
+_HAS_OPEN = exists().where(requests_t.c.model_id == versions_t.c.model_id,
+                           requests_t.c.version == versions_t.c.version,
+                           or_(*(requests_t.c.state == state for state in _OPEN))
+                           ).label("has_open_requests")
+_VERSION_AND_PRODUCTION = Query(
+    select(*_VERSION_COLS, _HAS_OPEN).where(
+        versions_t.c.model_id == bindparam("model_id"),
+        or_(versions_t.c.version == bindparam("number"), versions_t.c.stage == Stage.PRODUCTION.value))
+)
+_SAVE_VERSION = Query(update(versions_t).where(
+    versions_t.c.model_id == bindparam("p_model_id"), versions_t.c.version == bindparam("p_version"),
+).values(bound(versions_t, "stage", "description", "tags", "metrics", "revision",
+               "left_production_seq", "stage_since", "updated_at", "sealed_at", "manifest_digest")))
+_IN_STAGE_BY_NAME = Query(
+    select(models_t.c.id.label("mid"), *_VERSION_COLS)
+    .select_from(models_t.outerjoin(versions_t, and_(versions_t.c.model_id == models_t.c.id,
+                                                     versions_t.c.stage == bindparam("stage"))))
+    .where(models_t.c.name == bindparam("name")).order_by(versions_t.c.version)
+)
+_GET_ALIAS = Query(select(aliases_t.c.version, aliases_t.c.protected).where(
+    aliases_t.c.model_id == bindparam("model_id"), aliases_t.c.alias == bindparam("alias")))
+_TOKEN_BY_HASH = Query(_TOKENS.where(tokens_t.c.secret_hash == bindparam("secret_hash")))
+
+
 def _visible_chain(chain_column: Any, query: AuditQuery, sqlite: bool) -> Any:
     """Chains the query may see: one chain, or its models' chains (and the system chain for
     admins)."""
@@ -100,31 +157,32 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
     """Data access for one unit of work. ``heads`` holds the chain heads this transaction has
     locked, for the unit of work to extend at commit."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-        self.sqlite = conn.dialect.name == "sqlite"
+    def __init__(self, db: Db) -> None:
+        self.db = db
+        self.conn = db.conn
+        self.sqlite = self.conn.dialect.name == "sqlite"
         self.heads: dict[str, ChainHead] = {}
+        # Policies read with a model's lock: {(model id, stage): rules or None}.
+        self.locked_policies: dict[tuple[int, str], dict[str, Any] | None] = {}
+        # Versions read by get_version_and_production with no open transition request.
+        self.no_open_requests: set[tuple[int, int]] = set()
 
     # -- models -------------------------------------------------------------------------------
 
     async def get_model(self, name: str) -> RegisteredModel | None:
-        row = (await self.conn.execute(select(*_MODEL_COLS).where(models_t.c.name == name))).first()
+        row = await self.db.first(_GET_MODEL, name=name)
         return _model(row) if row else None
 
     async def lock_model(self, name: str) -> RegisteredModel:
         """Lock the model's row and its chain head (SELECT ... FOR UPDATE; on SQLite the
-        transaction's BEGIN IMMEDIATE already serialises writers)."""
-        stmt = (
-            select(*_MODEL_COLS, chains_t.c.id.label("chain"), chains_t.c.audit_seq,
-                   chains_t.c.audit_hash, chains_t.c.event_seq)
-            .join(chains_t, chains_t.c.model_id == models_t.c.id)
-            .where(models_t.c.name == name)
-            .with_for_update()
-        )
-        row = (await self.conn.execute(stmt)).first()
+        transaction's BEGIN IMMEDIATE already serialises writers). Its stage policies come with
+        it: under the lock they cannot change before this unit of work ends."""
+        row = await self.db.first(_LOCK_MODEL, name=name)
         if row is None:
             raise NotFoundError(f"model {name!r} does not exist")
         self.heads[row.chain] = ChainHead(row.chain, row.audit_seq, row.audit_hash, row.event_seq)
+        self.locked_policies[(row.id, Stage.STAGING.value)] = row.policy_staging
+        self.locked_policies[(row.id, Stage.PRODUCTION.value)] = row.policy_production
         return _model(row)
 
     async def lock_chain(self, chain: str) -> ChainHead:
@@ -177,37 +235,30 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
     # -- versions -----------------------------------------------------------------------------
 
     async def allocate_version(self, model: RegisteredModel) -> int:
-        stmt = (update(models_t).where(models_t.c.id == model.id)
-                .values(last_version=models_t.c.last_version + 1)
-                .returning(models_t.c.last_version))
-        model.last_version = (await self.conn.execute(stmt)).scalar_one()
+        model.last_version = await self.db.scalar(_ALLOCATE_VERSION, model_id=model.id)
         return model.last_version
 
     async def add_version(self, v: ModelVersion) -> None:
-        v.id = (await self.conn.execute(insert(versions_t).values(
-            model_id=v.model_id, version=v.version, stage=v.stage.value, source=v.source,
+        v.id = await self.db.scalar(
+            _ADD_VERSION, model_id=v.model_id, version=v.version, stage=v.stage.value, source=v.source,
             run_id=v.run_id, description=v.description, tags=v.tags, metrics=v.metrics,
             inputs=[i.to_dict() for i in v.inputs], revision=v.revision,
             left_production_seq=v.left_production_seq, stage_since=v.stage_since,
-            created_at=v.created_at, updated_at=v.updated_at, created_by=v.created_by,
-        ).returning(versions_t.c.id))).scalar_one()
+            created_at=v.created_at, updated_at=v.updated_at, created_by=v.created_by)
 
     async def get_version(self, model: RegisteredModel, number: int) -> ModelVersion | None:
-        stmt = select(*_VERSION_COLS).where(versions_t.c.model_id == model.id,
-                                            versions_t.c.version == number)
-        row = (await self.conn.execute(stmt)).first()
+        row = await self.db.first(_GET_VERSION, model_id=model.id, number=number)
         return _version(row, model.name) if row else None
 
     async def get_version_and_production(
         self, model: RegisteredModel, number: int
     ) -> tuple[ModelVersion | None, ModelVersion | None]:
-        """The version and the current production version, in one query."""
-        stmt = select(*_VERSION_COLS).where(
-            versions_t.c.model_id == model.id,
-            or_(versions_t.c.version == number, versions_t.c.stage == Stage.PRODUCTION.value),
-        )
+        """The version and the current production version, in one query (which also notes
+        those of them with no open transition request)."""
         target = production = None
-        for row in await self.conn.execute(stmt):
+        for row in await self.db.all(_VERSION_AND_PRODUCTION, model_id=model.id, number=number):
+            if not row.has_open_requests:
+                self.no_open_requests.add((model.id, row.version))
             # Separate objects even when the target is itself in production.
             if row.version == number:
                 target = _version(row, model.name)
@@ -216,12 +267,11 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
         return target, production
 
     async def save_version(self, v: ModelVersion) -> None:
-        await self.conn.execute(update(versions_t).where(
-            versions_t.c.model_id == v.model_id, versions_t.c.version == v.version,
-        ).values(stage=v.stage.value, description=v.description, tags=v.tags, metrics=v.metrics,
-                 revision=v.revision, left_production_seq=v.left_production_seq,
-                 stage_since=v.stage_since, updated_at=v.updated_at, sealed_at=v.sealed_at,
-                 manifest_digest=v.manifest_digest))
+        await self.db.run(_SAVE_VERSION, p_model_id=v.model_id, p_version=v.version, stage=v.stage.value,
+                          description=v.description, tags=v.tags, metrics=v.metrics, revision=v.revision,
+                          left_production_seq=v.left_production_seq, stage_since=v.stage_since,
+                          updated_at=v.updated_at, sealed_at=v.sealed_at,
+                          manifest_digest=v.manifest_digest)
 
     async def list_versions(self, model: RegisteredModel, stage: Stage | None, run_id: str | None,
                             tags: Sequence[tuple[str, str]], after: int,
@@ -246,11 +296,7 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
     async def versions_in_stage_by_name(self, name: str, stage: Stage) -> list[ModelVersion] | None:
         """The model's versions in ``stage`` and whether the model exists, in one query (the
         outer join yields one row of NULLs for a model with none)."""
-        on = and_(versions_t.c.model_id == models_t.c.id, versions_t.c.stage == stage.value)
-        stmt = (select(models_t.c.id.label("mid"), *_VERSION_COLS)
-                .select_from(models_t.outerjoin(versions_t, on))
-                .where(models_t.c.name == name).order_by(versions_t.c.version))
-        rows = (await self.conn.execute(stmt)).all()
+        rows = await self.db.all(_IN_STAGE_BY_NAME, name=name, stage=stage.value)
         if not rows:
             return None
         return [_version(r, name) for r in rows if r.id is not None]
@@ -266,9 +312,7 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
     # -- aliases ------------------------------------------------------------------------------
 
     async def get_alias(self, model: RegisteredModel, alias: str) -> AliasRecord | None:
-        stmt = select(aliases_t.c.version, aliases_t.c.protected).where(
-            aliases_t.c.model_id == model.id, aliases_t.c.alias == alias)
-        row = (await self.conn.execute(stmt)).first()
+        row = await self.db.first(_GET_ALIAS, model_id=model.id, alias=alias)
         return AliasRecord(row.version, bool(row.protected)) if row else None
 
     async def set_alias(self, model: RegisteredModel, alias: str, version: int, protected: bool) -> None:
@@ -393,7 +437,7 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
         ).returning(tokens_t.c.id))).scalar_one()
 
     async def token_by_hash(self, secret_hash: str) -> TokenRecord | None:
-        row = (await self.conn.execute(_TOKENS.where(tokens_t.c.secret_hash == secret_hash))).first()
+        row = await self.db.first(_TOKEN_BY_HASH, secret_hash=secret_hash)
         return _token(row) if row else None
 
     async def get_token(self, token_id: int) -> TokenRecord | None:

@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from registry.adapters.db.changes import write_changes
 from registry.adapters.db.idempotency import IdempotentCall
 from registry.adapters.db.repository import SqlRepository
-from registry.adapters.db.tables import audit_t, chains_t, outbox_t
+from registry.adapters.db.transaction import Transaction
 from registry.domain.errors import (
     RegistryError,
     TransientConflictError,
@@ -40,7 +40,6 @@ from registry.services.ports import Actor
 Clock = Callable[[], datetime]
 OUTBOX_CHANNEL = "registry_outbox"
 
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -56,15 +55,16 @@ class SqlUnitOfWork:
         # Only the first write unit of work of a request joins its Idempotency-Key.
         self._call = idempotency if write and idempotency is not None and idempotency.uow is None \
             else None
-        self._savepoint: AsyncTransaction | None = None
         self._deferred: str | None = None  # "done": effect awaits finish(); "refused": answer only
         self._wrote_events = False
         self._on_events = on_events
-        self._engine = engine if write else read_engine
+        # PostgreSQL writers too take the autocommit view: their transaction is the driver's
+        # (see transaction.py); SQLite writers keep SQLAlchemy's, begun IMMEDIATE.
+        self._engine = engine if write and engine.dialect.name == "sqlite" else read_engine
         self._write = write
         self._clock = clock
         self._write_lock = write_lock if write else None
-        self._conn: AsyncConnection | None = None
+        self._tx: Transaction | None = None
         self._now: datetime | None = None
         self._pending: dict[str, list[Change | SystemChange]] = defaultdict(list)
         self._after_commit: list[Callable[[], Awaitable[None]]] = []
@@ -75,26 +75,24 @@ class SqlUnitOfWork:
         if self._write_lock is not None:
             await self._write_lock.acquire()
         try:
-            self._conn = await self._engine.connect()
-            if self._write:
-                await self._conn.begin()
+            self._tx = await Transaction.open(self._engine, write=self._write)
             if self._call is not None:
-                await self._call.claim(self._conn, self._clock())
-                self._savepoint = await self._conn.begin_nested()
+                await self._call.claim(self._tx.conn, self._clock())
+                await self._tx.savepoint()
                 self._call.uow = self
         except BaseException as exc:
             try:
-                if self._conn is not None:
-                    await self._conn.close()
+                if self._tx is not None:
+                    await self._tx.close()
             finally:
-                self._conn = None
+                self._tx = None
                 if self._write_lock is not None:
                     self._write_lock.release()
                     self._write_lock = None
             if isinstance(exc, (OSError, DBAPIError)):
                 raise UnavailableError("the database is unreachable") from exc
             raise
-        self.repo = SqlRepository(self._conn)
+        self.repo = SqlRepository(self._tx.db)
         return self
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
@@ -128,11 +126,10 @@ class SqlUnitOfWork:
         savepoint, so only the answer is stored)."""
         if exc is None:
             return self._deferred == "done"
-        if refusal is None or not refusal.replayable or self._savepoint is None \
-                or not self._savepoint.is_active:
+        if refusal is None or not refusal.replayable or self._tx is None or not self._tx.in_savepoint:
             return False
         try:
-            await self._savepoint.rollback()
+            await self._tx.rollback_savepoint()
         except (DBAPIError, OSError):
             return False
         self._deferred = "refused"
@@ -140,10 +137,10 @@ class SqlUnitOfWork:
 
     async def _release(self) -> None:
         try:
-            if self._conn is not None:
-                await self._conn.close()  # rolls back whatever did not commit
+            if self._tx is not None:
+                await self._tx.close()  # rolls back whatever did not commit
         finally:
-            self._conn = None
+            self._tx = None
             if self._call is not None and self._call.uow is self:
                 self._call.uow = None
             if self._write_lock is not None:
@@ -153,12 +150,12 @@ class SqlUnitOfWork:
     async def finish(self, answer: StoredResponse | None) -> bool:
         """End a held transaction: store ``answer`` and commit (the effect too, if there was
         one), or roll everything back when ``answer`` is None. True if it committed."""
-        assert self._call is not None and self._conn is not None
+        assert self._call is not None and self._tx is not None
         committed = False
         try:
             if answer is not None:
-                await self._call.store(self._conn, answer, self.now())
-                await self._conn.commit()
+                await self._call.store(self._tx.conn, answer, self.now())
+                await self._tx.commit()
                 committed = True
         except (DBAPIError, OSError):
             committed = False
@@ -193,7 +190,7 @@ class SqlUnitOfWork:
         return self.repo.heads[chain].event_seq + len(self._pending.get(chain, ())) + 1
 
     async def commit(self) -> None:
-        assert self._conn is not None, "commit outside the unit of work"
+        assert self._tx is not None, "commit outside the unit of work"
         at = self.now()
         at_text = rfc3339(at)
         audit_rows: list[dict[str, Any]] = []
@@ -238,22 +235,16 @@ class SqlUnitOfWork:
                         "data": change.event, "target": change.target,
                     })
             heads.append(head)
-        if audit_rows:
-            await self._conn.execute(insert(audit_t), audit_rows)
-        if event_rows:
-            # On PostgreSQL a statement trigger (migration 0003) notifies OUTBOX_CHANNEL, which
-            # wakes every worker's relay when (and only if) this commits.
-            await self._conn.execute(insert(outbox_t), event_rows)
-        for head in heads:
-            await self._conn.execute(update(chains_t).where(chains_t.c.id == head.chain).values(
-                audit_seq=head.audit_seq, audit_hash=head.audit_hash, event_seq=head.event_seq))
+        await write_changes(self._tx.db, audit_rows, event_rows, [
+            {"id": h.chain, "audit_seq": h.audit_seq, "audit_hash": h.audit_hash, "event_seq": h.event_seq}
+            for h in heads])
         self._pending.clear()
-        if self._savepoint is not None:
+        if self._tx.in_savepoint:
             # COMMIT waits for the answer (finish), so the effect and its stored answer are one.
-            await self._savepoint.commit()
+            await self._tx.release_savepoint()
             self._deferred, self._wrote_events = "done", bool(event_rows)
             return
-        await self._conn.commit()
+        await self._tx.commit()
         self._committed = True
         if event_rows and self._on_events is not None:
             self._on_events()
