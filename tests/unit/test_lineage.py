@@ -379,3 +379,67 @@ def test_the_validator_refuses_a_gate_without_its_detail() -> None:
     valid_event = build(approved_promotion())
     broken = mutated(valid_event, ("run", "facets", "modelRegistry", "gates", 2, "detail"), delete=True)
     assert any("'detail' is a required property" in v for v in added(valid_event, broken))
+
+
+# -- the same documents as the OpenLineage client's own classes serialise ---------------------------
+
+def _client_built(event: dict[str, Any], built: dict[str, Any]) -> dict[str, Any]:
+    """The RunEvent the OpenLineage client's classes make of ``event``, serialised by its Serde:
+    the oracle for the builder's plain dicts (our own facet is taken from ``built``, its schema
+    is tested above)."""
+    from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
+    from openlineage.client.facet_v2 import (
+        dataset_type_dataset,
+        dataset_version_dataset,
+        job_type_job,
+        parent_run,
+        tags_dataset,
+    )
+    from openlineage.client.serde import Serde
+
+    from registry.adapters.lineage import PRODUCER
+
+    def dataset(cls: Any, name: str, version: str, stage: str) -> Any:
+        return cls(namespace="registry", name=name, facets={
+            "datasetType": dataset_type_dataset.DatasetTypeDatasetFacet(datasetType="MODEL", producer=PRODUCER),
+            "version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=version,
+                                                                          producer=PRODUCER),
+            "tags": tags_dataset.TagsDatasetFacet(tags=[tags_dataset.TagsDatasetFacetFields(
+                key="stage", value=stage, source="MODEL_REGISTRY")], producer=PRODUCER)})
+
+    data, job = event["data"], "register" if event["type"] == "model_version.created" else "transition"
+    run_facets: dict[str, Any] = {}
+    if job == "register":
+        after = data["after"]
+        if after.get("run_id"):
+            run_facets["parent"] = parent_run.ParentRunFacet(
+                run=parent_run.Run(runId=built["run"]["facets"]["parent"]["run"]["runId"]),
+                job=parent_run.Job(namespace="registry", name="fraud.training"), producer=PRODUCER)
+        inputs = [InputDataset(namespace=i["namespace"], name=i["name"], facets={} if "version" not in i else {
+            "version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=i["version"],
+                                                                          producer=PRODUCER)})
+            for i in after["inputs"]]
+        outputs = [dataset(OutputDataset, f"fraud/{event['version']}", str(event["version"]), after["stage"])]
+    else:
+        inputs = [dataset(InputDataset, f"fraud/{event['version']}", str(event["version"]), data["from_stage"])]
+        outputs = [dataset(OutputDataset, f"fraud/{event['version']}", str(event["version"]), data["to_stage"])]
+        outputs += [dataset(OutputDataset, f"fraud/{v}", str(v), "archived") for v in data["archived"]]
+    expected = Serde.to_dict(RunEvent(
+        eventType=RunState.COMPLETE, eventTime=event["at"], run=Run(runId=event["id"], facets=run_facets),
+        job=Job(namespace="registry", name=f"fraud.{job}", facets={"jobType": job_type_job.JobTypeJobFacet(
+            processingType="BATCH", integration="MODEL_REGISTRY", jobType=job.upper(), producer=PRODUCER)}),
+        inputs=inputs, outputs=outputs, producer=PRODUCER))
+    expected["run"]["facets"]["modelRegistry"] = built["run"]["facets"]["modelRegistry"]
+    return expected
+
+
+@pytest.mark.parametrize("event", [
+    created(run_id="mlflow-run-42", inputs=[{"namespace": "s3://lake", "name": "train", "version": "v7"},
+                                            {"namespace": "s3://lake", "name": "eval"}]),
+    created(),
+    approved_promotion(),
+    stage_changed(1, "archived", "production", "rollback", comment="undo", archived=[4, 2]),
+], ids=["registration-with-parent-and-inputs", "bare-registration", "promotion", "rollback"])
+def test_the_builder_writes_what_the_openlineage_client_would(event: dict[str, Any]) -> None:
+    built = build(event)
+    assert built == _client_built(event, built)

@@ -16,19 +16,16 @@ import os
 import time
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-import attr
-from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
+from openlineage.client.event_v2 import RunEvent
 from openlineage.client.facet_v2 import (
-    RunFacet,
     dataset_type_dataset,
     dataset_version_dataset,
     job_type_job,
     parent_run,
     tags_dataset,
 )
-from openlineage.client.serde import Serde
 
 import registry
 from registry.adapters.webhooks import Outcome
@@ -45,32 +42,6 @@ def facet_schema() -> dict[str, Any]:
     return json.loads(files(__package__).joinpath("ModelRegistryRunFacet.json").read_text())
 
 
-@attr.define
-class ModelRegistryRunFacet(RunFacet):
-    action: str
-    model: str
-    version: int
-    toStage: str  # noqa: N815
-    actor: str
-    requestId: str  # noqa: N815
-    sequence: int
-    eventId: str  # noqa: N815
-    fromStage: str | None = attr.field(default=None)  # noqa: N815
-    trigger: str | None = attr.field(default=None)
-    comment: str | None = attr.field(default=None)
-    archived: list[int] = attr.field(factory=list)
-    # The gates the move passed ({gate, passed, detail}), and the request whose approvals let it.
-    gates: list[dict[str, Any]] = attr.field(factory=list)
-    transitionRequest: int | None = attr.field(default=None)  # noqa: N815
-    approvedBy: list[str] = attr.field(factory=list)  # noqa: N815
-
-    _additional_skip_redact: ClassVar[list[str]] = ["action", "model", "version"]
-
-    @staticmethod
-    def _get_schema() -> str:
-        return FACET_SCHEMA_URL
-
-
 def is_lineage_event(event: dict[str, Any]) -> bool:
     """Registrations and stage changes, except the archiving of a superseded incumbent, which
     is an output of the promotion's own event."""
@@ -79,7 +50,24 @@ def is_lineage_event(event: dict[str, Any]) -> bool:
     return "superseded_by" not in event["data"]
 
 
+def _facet(schema_url: str, **fields: Any) -> dict[str, Any]:
+    return {"_producer": PRODUCER, "_schemaURL": schema_url, **fields}
+
+
+# Schema URLs of the standard facets, as the OpenLineage client of this release names them.
+_RUN_EVENT_URL = RunEvent._get_schema()
+_DATASET_TYPE_URL = dataset_type_dataset.DatasetTypeDatasetFacet._get_schema()
+_DATASET_VERSION_URL = dataset_version_dataset.DatasetVersionDatasetFacet._get_schema()
+_JOB_TYPE_URL = job_type_job.JobTypeJobFacet._get_schema()
+_PARENT_URL = parent_run.ParentRunFacet._get_schema()
+_TAGS_URL = tags_dataset.TagsDatasetFacet._get_schema()
+
+
 class LineageBuilder:
+    """Builds the RunEvent documents as plain dicts, exactly as the OpenLineage client's
+    ``Serde.to_dict`` would serialise its event classes (unset fields left out; a unit test holds
+    the two equal), at a fraction of the CPU: the relay builds one per registration and move."""
+
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
 
@@ -91,73 +79,62 @@ class LineageBuilder:
         model, version, data = event["model"], event["version"], event["data"]
         if event["type"] == "model_version.created":
             after = data.get("after") or {}
-            facet = self._facet(event, "register", None, after.get("stage", "none"), None)
-            run_facets: dict[str, Any] = {"modelRegistry": facet}
+            stage = after.get("stage", "none")
+            run_facets: dict[str, Any] = {"modelRegistry": self._registry_facet(event, "register", stage)}
             if after.get("run_id"):
-                run_facets["parent"] = parent_run.ParentRunFacet(
-                    run=parent_run.Run(runId=run_uuid(after["run_id"])),
-                    job=parent_run.Job(namespace=self.namespace, name=f"{model}.training"),
-                    producer=PRODUCER)
-            inputs = [InputDataset(namespace=i["namespace"], name=i["name"],
-                                   facets=self._version_facet(i.get("version")))
+                run_facets["parent"] = _facet(
+                    _PARENT_URL, run={"runId": run_uuid(after["run_id"]), "facets": {}},
+                    job={"namespace": self.namespace, "name": f"{model}.training", "facets": {}})
+            inputs = [{"namespace": i["namespace"], "name": i["name"],
+                       "facets": self._version_facet(i.get("version")), "inputFacets": {}}
                       for i in after.get("inputs", [])]
-            outputs = [self._model_dataset(OutputDataset, model, version, after.get("stage", "none"))]
+            outputs = [self._model_dataset(model, version, stage, output=True)]
             job = "register"
         else:
             from_stage, to_stage = data["from_stage"], data["to_stage"]
             archived = [int(v) for v in data.get("archived", [])]
-            facet = self._facet(event, "transition", from_stage, to_stage, data.get("trigger"),
-                                comment=data.get("comment"), archived=archived)
-            facet.gates = [{"gate": g["gate"], "passed": g["passed"], "detail": g["detail"]}
-                           for g in data.get("gates", [])]
-            facet.transitionRequest = data.get("request")
-            facet.approvedBy = list(data.get("approved_by", []))
+            facet = self._registry_facet(
+                event, "transition", to_stage, fromStage=from_stage, trigger=data.get("trigger"),
+                comment=data.get("comment"), archived=archived,
+                gates=[{"gate": g["gate"], "passed": g["passed"], "detail": g["detail"]}
+                       for g in data.get("gates", [])],
+                transitionRequest=data.get("request"), approvedBy=list(data.get("approved_by", [])))
             run_facets = {"modelRegistry": facet}
-            inputs = [self._model_dataset(InputDataset, model, version, from_stage)]
-            outputs = [self._model_dataset(OutputDataset, model, version, to_stage)]
-            outputs += [self._model_dataset(OutputDataset, model, v, "archived") for v in archived]
+            inputs = [self._model_dataset(model, version, from_stage, output=False)]
+            outputs = [self._model_dataset(model, version, to_stage, output=True)]
+            outputs += [self._model_dataset(model, v, "archived", output=True) for v in archived]
             job = "transition"
-        run_event = RunEvent(
-            eventType=RunState.COMPLETE,
-            eventTime=event["at"],
-            run=Run(runId=event["id"], facets=run_facets),
-            job=Job(namespace=self.namespace, name=f"{model}.{job}", facets={
-                "jobType": job_type_job.JobTypeJobFacet(
-                    processingType="BATCH", integration="MODEL_REGISTRY",
-                    jobType=job.upper(), producer=PRODUCER)}),
-            inputs=inputs,
-            outputs=outputs,
-            producer=PRODUCER,
-        )
-        return Serde.to_dict(run_event)
+        return {
+            "eventTime": event["at"], "producer": PRODUCER, "schemaURL": _RUN_EVENT_URL,
+            "run": {"runId": event["id"], "facets": run_facets},
+            "job": {"namespace": self.namespace, "name": f"{model}.{job}", "facets": {
+                "jobType": _facet(_JOB_TYPE_URL, processingType="BATCH", integration="MODEL_REGISTRY",
+                                  jobType=job.upper())}},
+            "eventType": "COMPLETE", "inputs": inputs, "outputs": outputs,
+        }
 
-    def _facet(self, event: dict[str, Any], action: str, from_stage: str | None, to_stage: str,
-               trigger: str | None, *, comment: str | None = None,
-               archived: list[int] | None = None) -> ModelRegistryRunFacet:
-        return ModelRegistryRunFacet(
-            action=action, model=event["model"], version=event["version"], toStage=to_stage,
-            actor=event["actor"], requestId=event["request_id"], sequence=event["sequence"],
-            eventId=event["id"], fromStage=from_stage, trigger=trigger, comment=comment,
-            archived=archived or [], producer=PRODUCER)
+    @staticmethod
+    def _registry_facet(event: dict[str, Any], action: str, to_stage: str, **optional: Any) -> dict[str, Any]:
+        """Our ``modelRegistry`` run facet; fields given as None are left out."""
+        fields = {"action": action, "model": event["model"], "version": event["version"],
+                  "toStage": to_stage, "actor": event["actor"], "requestId": event["request_id"],
+                  "sequence": event["sequence"], "eventId": event["id"],
+                  "archived": [], "gates": [], "approvedBy": []}
+        fields.update((k, v) for k, v in optional.items() if v is not None)
+        return _facet(FACET_SCHEMA_URL, **fields)
 
-    def _model_dataset(self, cls: Any, model: str, version: int, stage: str) -> Any:
-        return cls(namespace=self.namespace, name=f"{model}/{version}", facets={
-            "datasetType": dataset_type_dataset.DatasetTypeDatasetFacet(
-                datasetType="MODEL", producer=PRODUCER),
-            "version": dataset_version_dataset.DatasetVersionDatasetFacet(
-                datasetVersion=str(version), producer=PRODUCER),
-            "tags": tags_dataset.TagsDatasetFacet(
-                tags=[tags_dataset.TagsDatasetFacetFields(key="stage", value=stage,
-                                                          source="MODEL_REGISTRY")],
-                producer=PRODUCER),
-        })
+    def _model_dataset(self, model: str, version: int, stage: str, *, output: bool) -> dict[str, Any]:
+        return {"namespace": self.namespace, "name": f"{model}/{version}", "facets": {
+            "datasetType": _facet(_DATASET_TYPE_URL, datasetType="MODEL"),
+            "version": _facet(_DATASET_VERSION_URL, datasetVersion=str(version)),
+            "tags": _facet(_TAGS_URL, tags=[{"key": "stage", "value": stage, "source": "MODEL_REGISTRY"}]),
+        }, ("outputFacets" if output else "inputFacets"): {}}
 
     @staticmethod
     def _version_facet(version: str | None) -> dict[str, Any]:
         if version is None:
             return {}
-        return {"version": dataset_version_dataset.DatasetVersionDatasetFacet(
-            datasetVersion=version, producer=PRODUCER)}
+        return {"version": _facet(_DATASET_VERSION_URL, datasetVersion=version)}
 
 
 class FileSink:
