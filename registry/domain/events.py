@@ -56,9 +56,20 @@ class VersionUpdated(Change):
 
 @dataclass(frozen=True, slots=True)
 class StageChanged(Change):
-    """``extra`` holds from_stage, to_stage, trigger and comment (and superseded_by)."""
+    """A version moved from one stage to another by a trigger of the stage table. ``extra``
+    holds what else the event tells (``archived``, ``gates``, ``superseded_by``, ``artifacts``,
+    the request and its approvers)."""
 
     type: ClassVar[str] = "model_version.stage_changed"
+    from_stage: str = ""
+    to_stage: str = ""
+    trigger: str = ""
+    comment: str | None = None
+
+    def event_data(self) -> dict[str, Any]:
+        return {"model": self.model, "version": self.version, "from_stage": self.from_stage,
+                "to_stage": self.to_stage, "trigger": self.trigger, "comment": self.comment,
+                **self.extra, "before": self.before, "after": self.after}
 
 
 @dataclass(frozen=True, slots=True)

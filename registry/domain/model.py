@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from registry.domain import stages
 from registry.domain.errors import ValidationError
-from registry.domain.stages import Stage
+from registry.domain.events import StageChanged
+from registry.domain.stages import Stage, Trigger
 
 _FORBIDDEN_NAME_CHARS = re.compile(r"[/:\x00-\x1f\x7f-\x9f]")  # C0 and C1 controls
 _ALIAS = re.compile(r"^[A-Za-z0-9_\-]{1,255}$")
@@ -117,6 +119,25 @@ class ModelVersion:
     def etag(self) -> str:
         """Strong ETag: changes whenever the version's representation does."""
         return f'"{self.model_id}-{self.version}-{self.revision}"'
+
+    def move(self, trigger: Trigger, now: datetime, *, comment: str | None, sequence: int,
+             audit: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> StageChanged:
+        """Fire ``trigger`` through the stage table and return the change it made. ``sequence``
+        is the model's event sequence this change will take: a version leaving production
+        remembers it (rollback candidates are ordered by it). ``audit`` goes into the audit
+        entry's ``after`` and the event; ``extra`` into the event only."""
+        from_stage = self.stage
+        stages.fire(self, trigger)
+        if from_stage is Stage.PRODUCTION:
+            self.left_production_seq = sequence
+        self.updated_at = self.stage_since = now
+        self.revision += 1
+        audit = audit or {}
+        return StageChanged(
+            model=self.model, version=self.version, before={"stage": from_stage.value},
+            after={"stage": self.stage.value, "trigger": trigger.value, "comment": comment, **audit},
+            extra={**(extra or {}), **audit}, from_stage=from_stage.value, to_stage=self.stage.value,
+            trigger=trigger.value, comment=comment)
 
     def snapshot(self) -> dict[str, Any]:
         return {

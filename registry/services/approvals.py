@@ -19,7 +19,7 @@ from registry.services.commands import DecideRequest, RequestTransition
 from registry.services.gates import assess, effective_policy
 from registry.services.pagination import check_limit, decode_cursor, page
 from registry.services.ports import Page, RequestQuery, RequestRecord, UnitOfWork
-from registry.services.transitions import move_checked
+from registry.services.transitions import TransitionResult, log_stage_changed, move_checked
 from registry.services.versions import require_version
 
 STATES = ("pending", "approved", "applied", "rejected", "cancelled")
@@ -31,6 +31,7 @@ class Decision:
     applied: bool
     results: list[GateResult]
     version: ModelVersion | None  # the version after the move, when the approval applied it
+    moved: TransitionResult | None = None
 
 
 def _comment(comment: str | None) -> str | None:
@@ -95,6 +96,8 @@ async def decide(cmd: DecideRequest, uow: UnitOfWork) -> Decision:
             await uow.repo.save_request(request)
         await _with_quorum(uow, [decision.request])
         await uow.commit()
+    if decision.moved is not None:
+        log_stage_changed(decision.moved)
     return decision
 
 
@@ -145,8 +148,8 @@ async def _approve(uow: UnitOfWork, model: RegisteredModel, request: RequestReco
         await uow.repo.save_request(request)
         return Decision(request, False, assessment.results, None)
     result = await move_checked(uow, model, version, production, target, request.comment,
-                                request=request)  # saves the request as applied
-    return Decision(request, True, result.transition.gates, result.version)
+                                request=request, assessment=assessment)  # saves it as applied
+    return Decision(request, True, result.transition.gates, result.version, result)
 
 
 async def _uploads_open(uow: UnitOfWork, version: ModelVersion) -> bool:

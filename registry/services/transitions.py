@@ -12,7 +12,7 @@ import structlog
 
 from registry.domain import stages
 from registry.domain.errors import ForbiddenError, GateFailedError, NotFoundError, PreconditionFailedError
-from registry.domain.events import RequestApplied, RequestCancelled, StageChanged
+from registry.domain.events import RequestApplied, RequestCancelled
 from registry.domain.gates import GateResult
 from registry.domain.model import ModelVersion, RegisteredModel
 from registry.domain.permissions import Role, role_for_transition
@@ -20,7 +20,7 @@ from registry.domain.stages import Stage, Trigger
 from registry.services.access import check_role, lock_model, require_model
 from registry.services.artifacts import seal
 from registry.services.commands import MISSING, RollbackModel, TransitionModelVersion, _Missing
-from registry.services.gates import assess, effective_policy
+from registry.services.gates import Assessment, assess, effective_policy
 from registry.services.ports import RequestRecord, UnitOfWork
 from registry.services.versions import check_if_match
 
@@ -75,7 +75,7 @@ async def transition_model_version(cmd: TransitionModelVersion, uow: UnitOfWork)
         _check_expectations(cmd, version, production)
         result = await move_checked(uow, model, version, production, target, cmd.comment)
         await uow.commit()
-    _log(result)
+    log_stage_changed(result)
     return result
 
 
@@ -115,18 +115,22 @@ async def rollback_model(cmd: RollbackModel, uow: UnitOfWork) -> TransitionResul
         _check_production(cmd.expected_production_version, production)
         result = await move_checked(uow, model, version, production, Stage.PRODUCTION, cmd.comment)
         await uow.commit()
-    _log(result)
+    log_stage_changed(result)
     return result
 
 
 async def move_checked(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion,
                        production: ModelVersion | None, target: Stage, comment: str | None, *,
-                       request: RequestRecord | None = None) -> TransitionResult:
+                       request: RequestRecord | None = None,
+                       assessment: Assessment | None = None) -> TransitionResult:
     """The stage table (409), every gate (422), then the move; the caller commits. An open
-    request for this move is marked applied, and the audit entry names its approvers."""
-    principal = request.requester_principal if request else (uow.actor.principal or uow.actor.name)
-    assessment = await assess(uow, model, version, production, target, comment=comment,
-                              principal=principal, request=request)
+    request for this move is marked applied, and the audit entry names its approvers. A caller
+    that has just assessed this very move (an approval completing its quorum) passes its
+    ``assessment`` instead of having the gates run twice."""
+    if assessment is None:
+        principal = request.requester_principal if request else (uow.actor.principal or uow.actor.name)
+        assessment = await assess(uow, model, version, production, target, comment=comment,
+                                  principal=principal, request=request)
     trigger = assessment.trigger
     if trigger is None:
         raise stages.refused(version.stage, target)
@@ -196,24 +200,12 @@ async def _settle_requests(uow: UnitOfWork, model: RegisteredModel, version: Mod
 
 def _move(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion, trigger: Trigger,
           comment: str | None, extra: dict[str, Any], audit: dict[str, Any] | None = None) -> None:
-    from_stage = version.stage
-    stages.fire(version, trigger)
-    now = uow.now()
-    if from_stage is Stage.PRODUCTION:
-        version.left_production_seq = uow.next_sequence(model)
-    version.updated_at = version.stage_since = now
-    version.revision += 1
-    uow.record(model, StageChanged(
-        model=model.name, version=version.version,
-        before={"stage": from_stage.value},
-        after={"stage": version.stage.value, "trigger": trigger.value, "comment": comment,
-               **(audit or {})},
-        extra={"from_stage": from_stage.value, "to_stage": version.stage.value,
-               "trigger": trigger.value, "comment": comment, **extra, **(audit or {})},
-    ))
+    uow.record(model, version.move(trigger, uow.now(), comment=comment, sequence=uow.next_sequence(model),
+                                   audit=audit, extra=extra))
 
 
-def _log(result: TransitionResult) -> None:
+def log_stage_changed(result: TransitionResult) -> None:
+    """The one canonical log line of a committed move, wherever the move was made."""
     t, v = result.transition, result.version
     log.info("stage_changed", model=v.model, version=v.version, from_stage=t.from_stage.value,
              to_stage=t.to_stage.value, trigger=t.trigger.value, actor=t.actor, archived=t.archived,

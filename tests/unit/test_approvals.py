@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from registry.domain.errors import (
     ConflictError,
@@ -360,6 +361,27 @@ async def test_an_applied_approval_records_approved_then_the_stage_changes_then_
     await decide(DecideRequest(1, "approve"), uow)
     assert types(uow) == ["transition_request.approved", "model_version.stage_changed",
                           "model_version.stage_changed", "transition_request.applied"]
+
+
+async def test_an_applied_approval_writes_the_canonical_stage_changed_line_once_committed(
+    store: Store
+) -> None:
+    await production_and_candidate(store, {"required_approvals": 1})
+    await open_request(store)
+    with structlog.testing.capture_logs() as logs:
+        await decide(DecideRequest(1, "approve"), as_(ANN, store))
+    [line] = [e for e in logs if e["event"] == "stage_changed"]
+    assert (line["model"], line["version"], line["from_stage"], line["to_stage"], line["trigger"],
+            line["archived"], line["request"], line["actor"]) == (
+        NAME, 2, "staging", "production", "promote", [1], 1, "ann-token")
+
+
+async def test_an_approval_short_of_its_quorum_writes_no_stage_changed_line(store: Store) -> None:
+    await production_and_candidate(store, {"required_approvals": 2})
+    await open_request(store)
+    with structlog.testing.capture_logs() as logs:
+        await decide(DecideRequest(1, "approve"), as_(ANN, store))
+    assert [e for e in logs if e["event"] == "stage_changed"] == []
 
 
 async def test_without_auto_apply_the_quorum_approves_but_moves_nothing(store: Store) -> None:
@@ -909,7 +931,7 @@ async def test_rollback_restores_the_most_recent_previous_production_version(sto
     t = result.transition
     assert (result.version.version, t.trigger, t.archived, t.actor, t.comment) == (
         2, Trigger.ROLLBACK, [3], "ann-token", "v3 misfires")
-    assert [(c.version, c.extra["to_stage"]) for c in uow.changes()] == [(3, "archived"), (2, "production")]
+    assert [(c.version, c.to_stage) for c in uow.changes()] == [(3, "archived"), (2, "production")]
     assert [g.gate for g in t.gates] == ["stage_table", "previous_production", "comment"]
 
 

@@ -344,12 +344,12 @@ async def test_submit_moves_the_version_and_records_one_stage_change(
     # Leaving none seals the (here empty) file list: the entry records its manifest.
     empty = {"files": [], "digest": EMPTY_MANIFEST}
     assert uow.changes() == [StageChanged(
-        model=NAME, version=1,
+        model=NAME, version=1, from_stage="none", to_stage="staging", trigger="submit",
+        comment="ready for review",
         before={"stage": "none"},
         after={"stage": "staging", "trigger": "submit", "comment": "ready for review",
                "artifacts": empty},
-        extra={"from_stage": "none", "to_stage": "staging", "trigger": "submit",
-               "comment": "ready for review", "archived": [], "artifacts": empty,
+        extra={"archived": [], "artifacts": empty,
                "gates": [{"gate": "stage_table", "passed": True, "detail": "none -> staging by submit"}]},
     )]
 
@@ -370,14 +370,19 @@ async def test_promote_archives_the_incumbent_first_and_records_both_changes(
     incumbent, promoted = uow.changes()
     assert isinstance(incumbent, StageChanged) and isinstance(promoted, StageChanged)
     assert (incumbent.version, promoted.version) == (1, 2)
-    assert incumbent.extra == {"from_stage": "production", "to_stage": "archived",
-                               "trigger": "archive", "comment": "better auc", "superseded_by": 2}
+    assert (incumbent.from_stage, incumbent.to_stage, incumbent.trigger, incumbent.comment) == (
+        "production", "archived", "archive", "better auc")
+    assert incumbent.extra == {"superseded_by": 2}
     assert incumbent.before == {"stage": "production"}
     assert incumbent.after == {"stage": "archived", "trigger": "archive", "comment": "better auc"}
-    assert promoted.extra == {"from_stage": "staging", "to_stage": "production",
-                              "trigger": "promote", "comment": "better auc", "archived": [1],
-                              "gates": [{"gate": "stage_table", "passed": True,
-                                         "detail": "staging -> production by promote"}]}
+    assert (promoted.from_stage, promoted.to_stage, promoted.trigger, promoted.comment) == (
+        "staging", "production", "promote", "better auc")
+    assert promoted.extra == {"archived": [1], "gates": [{"gate": "stage_table", "passed": True,
+                                                          "detail": "staging -> production by promote"}]}
+    # The event carries the typed fields beside the rest, in one document.
+    data = promoted.event_data()
+    assert (data["from_stage"], data["to_stage"], data["trigger"], data["comment"], data["archived"]) == (
+        "staging", "production", "promote", "better auc", [1])
 
 
 async def test_the_archived_incumbent_remembers_the_event_at_which_it_left_production(
@@ -385,7 +390,7 @@ async def test_the_archived_incumbent_remembers_the_event_at_which_it_left_produ
 ) -> None:
     await productions_in_turn(store, 2)
     [seq] = [s for _, s, c in store.changes
-             if isinstance(c, StageChanged) and c.version == 1 and c.extra["to_stage"] == "archived"]
+             if isinstance(c, StageChanged) and c.version == 1 and c.to_stage == "archived"]
     assert store.state.versions[(1, 1)].left_production_seq == seq
     assert store.state.versions[(1, 2)].left_production_seq is None
 
@@ -509,9 +514,9 @@ async def test_rollback_to_the_most_recent_previous_production_version(
     assert result.transition.archived == [3]
     incumbent, rolled_back = uow.changes()
     assert (incumbent.version, incumbent.extra["superseded_by"]) == (3, 2)
-    assert rolled_back.extra == {"from_stage": "archived", "to_stage": "production",
-                                 "trigger": "rollback", "comment": "v3 misfires on weekends",
-                                 "archived": [3], "gates": [
+    assert (rolled_back.from_stage, rolled_back.to_stage, rolled_back.trigger, rolled_back.comment) == (
+        "archived", "production", "rollback", "v3 misfires on weekends")
+    assert rolled_back.extra == {"archived": [3], "gates": [
                                      {"gate": "stage_table", "passed": True,
                                       "detail": "archived -> production by rollback"},
                                      {"gate": "previous_production", "passed": True,
