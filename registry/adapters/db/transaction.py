@@ -38,7 +38,9 @@ class Transaction:
                 if write:
                     tx._top = await conn.begin()
                 return tx
-            driver = (await conn.get_raw_connection()).driver_connection
+            # Just checked out, so the pooled connection is there: no I/O (and no greenlet
+            # hop, unlike get_raw_connection) to reach its driver.
+            driver = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
             tx = cls(conn, driver)
             if write:
                 top = driver.transaction()
