@@ -7,7 +7,7 @@ from registry.domain.errors import NotFoundError
 from registry.domain.events import AliasDeleted, AliasSet
 from registry.domain.model import ModelVersion, validate_alias
 from registry.domain.permissions import Role
-from registry.services.access import check_role, lock_model, require_model
+from registry.services.access import check_role, check_visible, lock_model
 from registry.services.commands import DeleteAlias, SetAlias
 from registry.services.ports import UnitOfWork
 from registry.services.versions import require_version
@@ -39,12 +39,16 @@ async def set_alias(cmd: SetAlias, uow: UnitOfWork) -> tuple[ModelVersion, bool]
 
 
 async def get_alias(model_name: str, alias: str, uow: UnitOfWork) -> tuple[ModelVersion, bool]:
+    """What serving asks by alias: one query."""
+    check_visible(uow, model_name)
     async with uow:
-        model = await require_model(uow, model_name)
-        record = await uow.repo.get_alias(model, alias)
-        if record is None:
-            raise NotFoundError(f"model {model.name!r} has no alias {alias!r}")
-        return await require_version(uow.repo, model, record.version), record.protected
+        found = await uow.repo.alias_by_name(model_name, alias)
+    if found is None:
+        raise NotFoundError(f"model {model_name!r} does not exist")
+    record, version = found
+    if record is None or version is None:
+        raise NotFoundError(f"model {model_name!r} has no alias {alias!r}")
+    return version, record.protected
 
 
 async def delete_alias(cmd: DeleteAlias, uow: UnitOfWork) -> None:

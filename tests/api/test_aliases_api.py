@@ -102,6 +102,21 @@ def test_an_alias_on_a_missing_model_is_404(c: httpx.Client) -> None:
                    404, "not_found")
 
 
+def test_reading_an_alias_names_what_is_missing_the_model_or_its_alias(c: httpx.Client) -> None:
+    """One query answers a read by alias; its 404 still says which of the two is missing."""
+    r = c.get("/models/no-such-model-alias/aliases/champion")
+    assert_problem(r, 404, "not_found")
+    assert "does not exist" in r.json()["detail"]
+    name = create_model(c, "alias-missing")
+    register(c, name, 1)
+    r = c.get(f"/models/{name}/aliases/champion")
+    assert_problem(r, 404, "not_found")
+    assert "has no alias 'champion'" in r.json()["detail"]
+    assert c.put(f"/models/{name}/aliases/champion", json={"version": 1}).status_code == 200
+    got = c.get(f"/models/{name}/aliases/champion").json()
+    assert (got["version"], got["model_version"]["version"], got["model_version"]["stage"]) == (1, 1, "none")
+
+
 @pytest.mark.parametrize("alias", ["latest", "LATEST", "Latest", "v1", "V12", "v0"])
 def test_reserved_aliases_are_400(c: httpx.Client, alias: str) -> None:
     name = create_model(c, "alias-reserved")

@@ -152,6 +152,17 @@ class FakeRepository:
     async def get_alias(self, model: RegisteredModel, alias: str) -> AliasRecord | None:
         return self.state.aliases.get((model.id, alias))
 
+    async def alias_by_name(self, name: str, alias: str) -> tuple[AliasRecord, ModelVersion] | tuple[None, None] | None:
+        model = await self.get_model(name)
+        if model is None:
+            return None
+        record = await self.get_alias(model, alias)
+        if record is None:
+            return None, None
+        version = await self.get_version(model, record.version)
+        assert version is not None
+        return record, version
+
     async def set_alias(self, model: RegisteredModel, alias: str, version: int, protected: bool) -> None:
         self.state.aliases[(model.id, alias)] = AliasRecord(version, protected)
 

@@ -135,6 +135,17 @@ _IN_STAGE_BY_NAME = Query(
 )
 _GET_ALIAS = Query(select(aliases_t.c.version, aliases_t.c.protected).where(
     aliases_t.c.model_id == bindparam("model_id"), aliases_t.c.alias == bindparam("alias")))
+# The alias and its version by model name; the outer joins tell a missing model (no row) from a
+# missing alias (a row of NULLs beside the model's id).
+_ALIAS_BY_NAME = Query(
+    select(models_t.c.id.label("mid"), aliases_t.c.protected, *_VERSION_COLS)
+    .select_from(models_t
+                 .outerjoin(aliases_t, and_(aliases_t.c.model_id == models_t.c.id,
+                                            aliases_t.c.alias == bindparam("alias")))
+                 .outerjoin(versions_t, and_(versions_t.c.model_id == models_t.c.id,
+                                             versions_t.c.version == aliases_t.c.version)))
+    .where(models_t.c.name == bindparam("name"))
+)
 _TOKEN_BY_HASH = Query(_TOKENS.where(tokens_t.c.secret_hash == bindparam("secret_hash")))
 
 
@@ -314,6 +325,14 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
     async def get_alias(self, model: RegisteredModel, alias: str) -> AliasRecord | None:
         row = await self.db.first(_GET_ALIAS, model_id=model.id, alias=alias)
         return AliasRecord(row.version, bool(row.protected)) if row else None
+
+    async def alias_by_name(self, name: str, alias: str) -> tuple[AliasRecord, ModelVersion] | tuple[None, None] | None:
+        row = await self.db.first(_ALIAS_BY_NAME, name=name, alias=alias)
+        if row is None:
+            return None
+        if row.id is None:
+            return None, None
+        return AliasRecord(row.version, bool(row.protected)), _version(row, name)
 
     async def set_alias(self, model: RegisteredModel, alias: str, version: int, protected: bool) -> None:
         # The model row is locked, so update-or-insert cannot race with another writer.
