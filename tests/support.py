@@ -46,7 +46,7 @@ def postgres_url() -> str:
     return url
 
 
-def _asyncpg_dsn(url: str) -> str:
+def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
@@ -55,7 +55,7 @@ async def create_pg_database(template: str | None = None) -> str:
     SQLAlchemy URL."""
     base = make_url(postgres_url())
     name = f"{base.database}_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(_asyncpg_dsn(postgres_url()))
+    conn = await asyncpg.connect(asyncpg_dsn(postgres_url()))
     try:
         await conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     finally:
@@ -96,7 +96,7 @@ def migrated_sqlite_url(directory: Path) -> str:
 
 async def drop_pg_database(url: str) -> None:
     name = make_url(url).database
-    conn = await asyncpg.connect(_asyncpg_dsn(postgres_url()))
+    conn = await asyncpg.connect(asyncpg_dsn(postgres_url()))
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
