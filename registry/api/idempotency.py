@@ -10,7 +10,6 @@ answer or runs the call afresh.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,10 +17,13 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from registry.api.errors import PROBLEM_MEDIA_TYPE, TYPE_BASE
 from registry.bootstrap import Container
 from registry.domain.errors import ValidationError
-from registry.services.idempotency import StoredResponse, fingerprint, key_hash, validate_key
-
-if TYPE_CHECKING:
-    from registry.adapters.db.idempotency import IdempotentCall
+from registry.services.idempotency import (
+    IdempotentRequest,
+    StoredResponse,
+    fingerprint,
+    key_hash,
+    validate_key,
+)
 
 MAX_BODY = 10 * 1024 * 1024  # Litestar's own default request body limit
 log = structlog.get_logger("registry.idempotency")
@@ -79,7 +81,7 @@ class IdempotencyMiddleware:
         finally:
             self._running.discard(call.key_hash)
 
-    async def _run(self, scope: Scope, send: Send, call: IdempotentCall, body: bytes) -> None:
+    async def _run(self, scope: Scope, send: Send, call: IdempotentRequest, body: bytes) -> None:
         scope.setdefault("state", {})["idempotency"] = call
         answer: list[Message] = []
 
@@ -94,10 +96,11 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, replay_body, hold)
         finally:
-            uow = call.uow
-            if uow is not None:  # a writer joined: its transaction waits for the answer
-                committed = await uow.finish(_storable(answer, uow.holds_effect))
-                if uow.holds_effect and not committed:
+            held = call.held
+            if held is not None:  # a writer's transaction waits for the answer
+                effect = held.holds_effect
+                committed = await held.finish(_storable(answer, effect))
+                if effect and not committed:
                     log.warning("idempotent_commit_failed", path=scope["path"])
                     answer = []
         if not answer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Protocol
 
 from registry.domain.errors import ValidationError
 
@@ -20,6 +21,31 @@ class StoredResponse:
     status: int
     headers: dict[str, str]
     body: bytes
+
+
+class HeldAnswer(Protocol):
+    """A writer's transaction kept open for the answer to its request (the effect, or a
+    refusal worth replaying): :meth:`finish` stores the answer beside it and commits."""
+
+    @property
+    def holds_effect(self) -> bool:
+        """Whether the held transaction carries an effect (not only a refusal)."""
+        ...
+
+    async def finish(self, answer: StoredResponse | None) -> bool:
+        """Store ``answer`` and commit; roll back when it is None. True if it committed."""
+        ...
+
+
+class IdempotentRequest(Protocol):
+    """A POST with an Idempotency-Key, as the API layer hands it to the request's writers."""
+
+    key_hash: str
+
+    @property
+    def held(self) -> HeldAnswer | None:
+        """The transaction awaiting the answer, once a writer has kept it open."""
+        ...
 
 
 class Replay(Exception):  # noqa: N818 - a signal, not an error

@@ -22,7 +22,7 @@ from sqlalchemy import insert, select
 
 from registry.adapters.db.idempotency import IdempotentCall
 from registry.adapters.db.tables import idempotency_t, models_t
-from registry.adapters.db.unit_of_work import SqlUnitOfWork
+from registry.adapters.db.unit_of_work import IdempotentUnitOfWork, SqlUnitOfWork
 from registry.bootstrap import Container
 from registry.domain.errors import ConflictError, TransientConflictError
 from registry.services.idempotency import StoredResponse
@@ -165,12 +165,15 @@ async def test_an_idempotent_unit_runs_its_hooks_when_finish_commits_the_answer(
         uow.after_commit(hooks.hook("cleanup"))
         await uow.commit()
     # The effect waits for its answer: not committed yet, so no hook may have run.
-    assert uow.holds_effect
+    assert uow.holds_effect and call.held is uow
     assert hooks.ran == [] and await description(container, name) == ""
     assert await stored_answers(container, call) == 0
+    # Another writer of the same request does not join the key while the first holds it.
+    assert not isinstance(container.uow(ALICE, idempotency=call), IdempotentUnitOfWork)
 
-    assert await uow.finish(ANSWER) is True
+    assert await call.held.finish(ANSWER) is True
 
+    assert call.held is None and not call.joined
     assert hooks.ran == [("cleanup", "committed with its answer")]
     assert await stored_answers(container, call) == 1
 

@@ -1,28 +1,27 @@
 """Idempotent POSTs in the database: the key is claimed in the effect's own transaction.
 
 The first write unit of work of a request that carries an ``Idempotency-Key`` joins the
-:class:`IdempotentCall`. In its transaction it takes a transaction-scoped advisory lock on the
-key (PostgreSQL; a second attempt while the first runs gets 409 at once instead of waiting on a
-row lock) and looks for a stored answer; then it opens a savepoint for the effect. Its commit
-stops short of COMMIT: the API layer renders the answer, and :meth:`SqlUnitOfWork.finish` stores
-it beside the effect and commits both. A refusal rolls back to the savepoint and stores only the
-refusal. On SQLite the writers' queue already serialises such calls, so a retry waits and replays.
+:class:`IdempotentCall` (an ``IdempotentUnitOfWork``). In its transaction it takes a
+transaction-scoped advisory lock on the key (PostgreSQL; a second attempt while the first runs
+gets 409 at once instead of waiting on a row lock) and looks for a stored answer; then it opens a
+savepoint for the effect. Its commit stops short of COMMIT: the API layer renders the answer,
+and the held unit's ``finish`` stores it beside the effect and commits both. A refusal rolls back
+to the savepoint and stores only the refusal. On SQLite the writers' queue already serialises
+such calls, so a retry waits and replays.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from sqlalchemy import delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.adapters.db.tables import idempotency_t
 from registry.domain.errors import IdempotencyConflictError, IdempotencyInProgressError
-from registry.services.idempotency import Replay, StoredResponse
+from registry.services.idempotency import HeldAnswer, Replay, StoredResponse
 
-if TYPE_CHECKING:
-    from registry.adapters.db.unit_of_work import SqlUnitOfWork
 
 class Cipher(Protocol):
     def encrypt(self, plaintext: str) -> str: ...
@@ -34,8 +33,9 @@ STORED_HEADERS = ("content-type", "etag", "location")
 
 
 class IdempotentCall:
-    """One POST with an Idempotency-Key; ``uow`` is the unit of work that joined it, holding its
-    transaction open until :meth:`SqlUnitOfWork.finish`."""
+    """One POST with an Idempotency-Key (the API layer's ``IdempotentRequest``). ``joined``:
+    a writer of the request has taken it; ``held``: that writer's transaction, kept open until
+    the answer is stored beside the effect."""
 
     def __init__(self, key_hash: str, fingerprint: str, ttl: timedelta, cipher: Cipher) -> None:
         self.key_hash = key_hash
@@ -43,7 +43,8 @@ class IdempotentCall:
         self.ttl = ttl
         # Answers can carry secrets shown once (a new token, a webhook secret): encrypted at rest.
         self.cipher = cipher
-        self.uow: SqlUnitOfWork | None = None
+        self.joined = False
+        self.held: HeldAnswer | None = None
 
     async def claim(self, conn: AsyncConnection, now: datetime) -> None:
         """Lock the key for this transaction, then replay a stored answer if there is one."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
@@ -48,15 +49,9 @@ class SqlUnitOfWork:
     def __init__(self, engine: AsyncEngine, read_engine: AsyncEngine, actor: Actor, *, write: bool,
                  clock: Clock = utcnow, write_lock: asyncio.Lock | None = None,
                  on_events: Callable[[], None] | None = None,
-                 default_policies: Mapping[Stage, Policy] | None = None,
-                 idempotency: IdempotentCall | None = None) -> None:
+                 default_policies: Mapping[Stage, Policy] | None = None) -> None:
         self.actor = actor
         self.default_policies: Mapping[Stage, Policy] = default_policies or {}
-        # Only the first write unit of work of a request joins its Idempotency-Key.
-        self._call = idempotency if write and idempotency is not None and idempotency.uow is None \
-            else None
-        self._deferred: str | None = None  # "done": effect awaits finish(); "refused": answer only
-        self._wrote_events = False
         self._on_events = on_events
         # PostgreSQL writers too take the autocommit view: their transaction is the driver's
         # (see transaction.py); SQLite writers keep SQLAlchemy's, begun IMMEDIATE.
@@ -76,43 +71,37 @@ class SqlUnitOfWork:
             await self._write_lock.acquire()
         try:
             self._tx = await Transaction.open(self._engine, write=self._write)
-            if self._call is not None:
-                await self._call.claim(self._tx.conn, self._clock())
-                await self._tx.savepoint()
-                self._call.uow = self
+            await self._opened(self._tx)
         except BaseException as exc:
-            try:
-                if self._tx is not None:
-                    await self._tx.close()
-            finally:
-                self._tx = None
-                if self._write_lock is not None:
-                    self._write_lock.release()
-                    self._write_lock = None
+            await self._release()
             if isinstance(exc, (OSError, DBAPIError)):
                 raise UnavailableError("the database is unreachable") from exc
             raise
         self.repo = SqlRepository(self._tx.db)
         return self
 
+    async def _opened(self, tx: Transaction) -> None:
+        """The first statements of the transaction, before any use case's (none here)."""
+
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         translated = None
         if exc is not None and not isinstance(exc, RegistryError):
             translated = translate_db_error(exc)
         refusal = exc if isinstance(exc, RegistryError) else translated
-        if self._call is not None and self._call.uow is self and await self._hold(exc, refusal):
-            if translated is not None:
-                raise translated from exc
-            return
-        await self._release()
+        if not await self._keep_open(exc, refusal):
+            await self._release()
         if translated is not None:
             raise translated from exc
         if self._committed:
             await self._settle()
 
+    async def _keep_open(self, exc: BaseException | None, refusal: RegistryError | None) -> bool:
+        """Whether the transaction outlives the block (never, here)."""
+        return False
+
     def after_commit(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run ``fn`` once this unit's changes are durably committed (after the lock is
-        released), never otherwise; with an Idempotency-Key that is when :meth:`finish` commits."""
+        released), never otherwise; with an Idempotency-Key that is when the answer is stored."""
         self._after_commit.append(fn)
 
     async def _settle(self) -> None:
@@ -120,57 +109,15 @@ class SqlUnitOfWork:
         for fn in hooks:
             await fn()
 
-    async def _hold(self, exc: BaseException | None, refusal: RegistryError | None) -> bool:
-        """Whether to keep the transaction open for :meth:`finish`: after a commit (the answer
-        is stored with the effect), or after a refusal worth replaying (rolled back to the
-        savepoint, so only the answer is stored)."""
-        if exc is None:
-            return self._deferred == "done"
-        if refusal is None or not refusal.replayable or self._tx is None or not self._tx.in_savepoint:
-            return False
-        try:
-            await self._tx.rollback_savepoint()
-        except (DBAPIError, OSError):
-            return False
-        self._deferred = "refused"
-        return True
-
     async def _release(self) -> None:
         try:
             if self._tx is not None:
                 await self._tx.close()  # rolls back whatever did not commit
         finally:
             self._tx = None
-            if self._call is not None and self._call.uow is self:
-                self._call.uow = None
             if self._write_lock is not None:
                 self._write_lock.release()
                 self._write_lock = None
-
-    async def finish(self, answer: StoredResponse | None) -> bool:
-        """End a held transaction: store ``answer`` and commit (the effect too, if there was
-        one), or roll everything back when ``answer`` is None. True if it committed."""
-        assert self._call is not None and self._tx is not None
-        committed = False
-        try:
-            if answer is not None:
-                await self._call.store(self._tx.conn, answer, self.now())
-                await self._tx.commit()
-                committed = True
-        except (DBAPIError, OSError):
-            committed = False
-        finally:
-            await self._release()
-        if committed and self._wrote_events and self._on_events is not None:
-            self._on_events()
-        if committed and self._deferred == "done":  # a stored refusal carries no effect
-            await self._settle()
-        return committed
-
-    @property
-    def holds_effect(self) -> bool:
-        """Whether a held transaction carries a committed-on-finish effect (not only a refusal)."""
-        return self._deferred == "done"
 
     def now(self) -> datetime:
         """One timestamp per unit of work, taken at first use (after the chain lock)."""
@@ -239,15 +186,94 @@ class SqlUnitOfWork:
             {"id": h.chain, "audit_seq": h.audit_seq, "audit_hash": h.audit_hash, "event_seq": h.event_seq}
             for h in heads])
         self._pending.clear()
-        if self._tx.in_savepoint:
-            # COMMIT waits for the answer (finish), so the effect and its stored answer are one.
-            await self._tx.release_savepoint()
-            self._deferred, self._wrote_events = "done", bool(event_rows)
-            return
+        await self._end(wrote_events=bool(event_rows))
+
+    async def _end(self, *, wrote_events: bool) -> None:
+        """COMMIT, and ring the in-process relay's doorbell if events were written."""
+        assert self._tx is not None
         await self._tx.commit()
         self._committed = True
-        if event_rows and self._on_events is not None:
+        if wrote_events and self._on_events is not None:
             self._on_events()
+
+
+class Held(enum.Enum):
+    """What an idempotent writer's open transaction awaits its answer with."""
+
+    EFFECT = "effect"  # the change, released from its savepoint: committed with the answer
+    REFUSAL = "refusal"  # rolled back to the savepoint: only the answer is stored
+
+
+class IdempotentUnitOfWork(SqlUnitOfWork):
+    """The first writer of a POST that carries an Idempotency-Key.
+
+    In its transaction it claims the key (an advisory lock on PostgreSQL, and a stored answer to
+    replay if there is one; see ``idempotency.py``), then works inside a savepoint. Its commit
+    stops short of COMMIT: the transaction stays open (``call.held``) until the API layer hands
+    over the rendered answer to :meth:`finish`, which stores it beside the effect and commits
+    both. A refusal worth replaying rolls back to the savepoint and is held the same way, to
+    store the answer alone. So a client never sees a success that did not commit."""
+
+    def __init__(self, *args: Any, call: IdempotentCall, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._call = call
+        self._held: Held | None = None
+        self._wrote_events = False
+
+    async def _opened(self, tx: Transaction) -> None:
+        await self._call.claim(tx.conn, self._clock())
+        await tx.savepoint()
+
+    async def _end(self, *, wrote_events: bool) -> None:
+        assert self._tx is not None
+        await self._tx.release_savepoint()  # COMMIT waits for the answer
+        self._held, self._wrote_events = Held.EFFECT, wrote_events
+
+    async def _keep_open(self, exc: BaseException | None, refusal: RegistryError | None) -> bool:
+        if exc is not None:
+            if refusal is None or not refusal.replayable or self._tx is None or not self._tx.in_savepoint:
+                return False
+            try:
+                await self._tx.rollback_savepoint()
+            except (DBAPIError, OSError):
+                return False
+            self._held = Held.REFUSAL
+        if self._held is None:
+            return False
+        self._call.held = self
+        return True
+
+    async def _release(self) -> None:
+        try:
+            await super()._release()
+        finally:
+            self._call.joined = self._held is not None  # a later writer of the request may join
+
+    @property
+    def holds_effect(self) -> bool:
+        """Whether the held transaction carries an effect (not only a refusal)."""
+        return self._held is Held.EFFECT
+
+    async def finish(self, answer: StoredResponse | None) -> bool:
+        """End the held transaction: store ``answer`` and commit (the effect too, if there was
+        one), or roll everything back when ``answer`` is None. True if it committed."""
+        assert self._held is not None and self._tx is not None
+        held, committed = self._held, False
+        try:
+            if answer is not None:
+                await self._call.store(self._tx.conn, answer, self.now())
+                await self._tx.commit()
+                committed = True
+        except (DBAPIError, OSError):
+            committed = False
+        finally:
+            self._held = self._call.held = None
+            await self._release()
+        if committed and held is Held.EFFECT:  # a stored refusal carries no effect
+            if self._wrote_events and self._on_events is not None:
+                self._on_events()
+            await self._settle()
+        return committed
 
 
 def translate_db_error(exc: BaseException) -> RegistryError | None:
@@ -292,8 +318,13 @@ class SqlUnitOfWorkFactory:
 
     def __call__(self, actor: Actor, *, write: bool = True,
                  idempotency: IdempotentCall | None = None) -> SqlUnitOfWork:
+        """A unit of work; the first writer of a request with an Idempotency-Key joins it."""
         if self._sqlite and write and self._lock is None:
             self._lock = asyncio.Lock()
-        return SqlUnitOfWork(self.engine, self.read_engine, actor, write=write, clock=self._clock,
-                             write_lock=self._lock, on_events=self.on_events,
-                             default_policies=self.default_policies, idempotency=idempotency)
+        args = (self.engine, self.read_engine, actor)
+        kwargs: dict[str, Any] = {"write": write, "clock": self._clock, "write_lock": self._lock,
+                                  "on_events": self.on_events, "default_policies": self.default_policies}
+        if write and idempotency is not None and not idempotency.joined:
+            idempotency.joined = True
+            return IdempotentUnitOfWork(*args, call=idempotency, **kwargs)
+        return SqlUnitOfWork(*args, **kwargs)
