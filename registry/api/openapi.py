@@ -161,6 +161,10 @@ def tighten(document: OpenAPI) -> OpenAPI:
         expires = (token.properties or {}).get("expires_at")
         if isinstance(expires, Schema):
             expires.format = OpenAPIFormat.DATE_TIME  # Litestar drops msgspec's extra_json_schema
+    event = (components or {}).get("Event")
+    at = (event.properties or {}).get("at") if isinstance(event, Schema) else None
+    if isinstance(at, Schema):
+        at.format = OpenAPIFormat.DATE_TIME  # written by the one event-document function
     _constrain_webhooks(components or {})
     _constrain_gates(components or {})
     _artifacts(document, components or {})

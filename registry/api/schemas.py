@@ -303,7 +303,7 @@ class Event(Struct):
     version: int | None
     actor: str
     request_id: str
-    at: datetime
+    at: str  # date-time, as the audit log and the webhooks write it: UTC, microseconds, "Z"
     data: dict[str, Any]
 
 

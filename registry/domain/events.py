@@ -167,3 +167,9 @@ class SystemChange:
 
 WEBHOOK_PING = "webhook.ping"
 WEBHOOK_DISABLED = "webhook.disabled"
+
+
+# Every model event type, derived from the classes above (in their order): what a webhook
+# subscription may name besides the webhook's own events.
+# (A slotted dataclass is a new class: its unslotted original is a subclass too, hence the dedup.)
+CHANGE_TYPES: tuple[str, ...] = tuple(dict.fromkeys(cls.type for cls in Change.__subclasses__()))

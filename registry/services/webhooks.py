@@ -18,7 +18,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
 from registry.domain.errors import ConflictError, NotFoundError, ValidationError
-from registry.domain.events import WEBHOOK_DISABLED, WEBHOOK_PING, SystemChange
+from registry.domain.events import CHANGE_TYPES, WEBHOOK_DISABLED, WEBHOOK_PING, SystemChange
 from registry.domain.permissions import validate_patterns, visible
 from registry.services.audit import SYSTEM_CHAIN, rfc3339
 from registry.services.commands import MISSING
@@ -30,16 +30,7 @@ SECRET_PREFIX = "whsec_"
 STATUSES = ("active", "paused", "disabled")
 DELIVERY_STATES = ("pending", "delivered", "failed")
 # Every event type a subscription can name (globs must match at least one).
-EVENT_TYPES = (
-    "model.created", "model.updated", "model.deleted",
-    "model_version.created", "model_version.updated", "model_version.stage_changed",
-    "model_version.alias_set", "model_version.alias_deleted", "model_version.check_reported",
-    "model.policy_changed", "transition_request.created", "transition_request.approved",
-    "transition_request.rejected", "transition_request.cancelled", "transition_request.applied",
-    "transition_request.approvals_voided", "model_version.artifact_uploaded",
-    "model_version.artifact_deleted", "model_version.artifacts_sealed",
-    WEBHOOK_PING, WEBHOOK_DISABLED,
-)
+EVENT_TYPES = (*CHANGE_TYPES, WEBHOOK_PING, WEBHOOK_DISABLED)
 MAX_EVENT_TYPES = 64
 
 

@@ -173,6 +173,8 @@ def test_events_are_gap_free_and_match_what_happened(c: httpx.Client) -> None:
     for e, a in zip(items, audit(c, name), strict=False):
         assert (e["request_id"], e["type"]) == (a["request_id"], a["action"])
         assert assert_utc(e["at"]) == assert_utc(a["at"])
+        # One event document for feed and webhooks: its time written exactly as the audit's.
+        assert e["at"] == a["at"] and e["at"].endswith("Z") and len(e["at"].split(".")[1]) == 7
 
 
 def test_stage_changed_events_carry_from_to_trigger_and_comment(c: httpx.Client) -> None:

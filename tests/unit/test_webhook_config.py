@@ -251,3 +251,16 @@ def test_at_most_64_patterns() -> None:
     assert validate_event_types(["*"] * 64) == ["*"]
     with pytest.raises(ValidationError, match="64"):
         validate_event_types(["*"] * 65)
+
+
+def test_every_event_class_is_a_subscribable_event_type_and_nothing_else_is() -> None:
+    """The event types come from the event classes: a new class is subscribable at once."""
+    from registry.domain import events
+    from registry.services.webhooks import EVENT_TYPES
+
+    classes = {cls.type for cls in vars(events).values()
+               if isinstance(cls, type) and issubclass(cls, events.Change) and cls is not events.Change}
+    assert set(EVENT_TYPES) == classes | {events.WEBHOOK_PING, events.WEBHOOK_DISABLED}
+    assert len(EVENT_TYPES) == len(set(EVENT_TYPES))
+    assert all(t == t.lower() and "." in t for t in EVENT_TYPES)
+

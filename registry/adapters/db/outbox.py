@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.adapters.db.idempotency import prune_keys
+from registry.adapters.db.repository import event_of
 from registry.adapters.db.statements import Db, Query, bound
 from registry.adapters.db.tables import (
     attempts_t,
@@ -68,12 +69,6 @@ class Finished:
     state: str  # pending (retry), delivered, failed
     applied: bool  # False when the lease had passed to another worker
     disable: str | None = None  # a reason, when the subscription must be disabled
-
-
-def event_of(row: Any) -> dict[str, Any]:
-    return {"id": row.event_id, "type": row.type, "model": row.model, "version": row.version,
-            "sequence": row.sequence, "actor": row.actor, "request_id": row.request_id,
-            "at": rfc3339(row.at), "data": row.data}
 
 
 _EVENT_COLS = (outbox_t.c.id, outbox_t.c.event_id, outbox_t.c.chain, outbox_t.c.type,

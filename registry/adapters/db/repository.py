@@ -31,7 +31,7 @@ from registry.adapters.db.tables import (
 from registry.domain.errors import AlreadyExistsError, NotFoundError
 from registry.domain.model import DatasetRef, ModelVersion, RegisteredModel
 from registry.domain.stages import Stage
-from registry.services.audit import GENESIS, model_chain
+from registry.services.audit import GENESIS, model_chain, rfc3339
 from registry.services.ports import AliasRecord, AuditQuery, TokenRecord
 
 
@@ -147,6 +147,14 @@ _ALIAS_BY_NAME = Query(
     .where(models_t.c.name == bindparam("name"))
 )
 _TOKEN_BY_HASH = Query(_TOKENS.where(tokens_t.c.secret_hash == bindparam("secret_hash")))
+
+
+def event_of(row: Any) -> dict[str, Any]:
+    """The one shape of an event, from its outbox row: an item of the pull feed, the ``data`` of
+    its webhook, the input of its lineage document (``at`` as the audit log writes times)."""
+    return {"id": row.event_id, "type": row.type, "model": row.model, "version": row.version,
+            "sequence": row.sequence, "actor": row.actor, "request_id": row.request_id,
+            "at": rfc3339(row.at), "data": row.data}
 
 
 def _visible_chain(chain_column: Any, query: AuditQuery, sqlite: bool) -> Any:
@@ -433,9 +441,7 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
                        outbox_t.c.data)
                 .where(outbox_t.c.chain == chain, outbox_t.c.sequence > after)
                 .order_by(outbox_t.c.sequence).limit(limit))
-        return [{"id": r.event_id, "type": r.type, "model": r.model, "sequence": r.sequence,
-                 "version": r.version, "actor": r.actor, "request_id": r.request_id, "at": r.at,
-                 "data": r.data} for r in await self.conn.execute(stmt)]
+        return [event_of(r) for r in await self.conn.execute(stmt)]
 
     # -- tokens -------------------------------------------------------------------------------
 
