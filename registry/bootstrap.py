@@ -143,6 +143,8 @@ class Container:
     async def close(self) -> None:
         await self.senders.close()
         await self.artifacts.close()
+        if self.uow.bell is not None:
+            await self.uow.bell.close()
         await self.engine.dispose()
 
 

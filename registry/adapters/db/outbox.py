@@ -24,6 +24,7 @@ from sqlalchemy import and_, bindparam, delete, exists, func, insert, not_, or_,
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from registry.adapters.db.bell import OUTBOX_CHANNEL
 from registry.adapters.db.idempotency import prune_keys
 from registry.adapters.db.repository import event_of
 from registry.adapters.db.statements import Db, Query, bound
@@ -35,7 +36,7 @@ from registry.adapters.db.tables import (
     subscriptions_t,
 )
 from registry.adapters.db.transaction import Transaction
-from registry.adapters.db.unit_of_work import OUTBOX_CHANNEL, SqlUnitOfWorkFactory
+from registry.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from registry.adapters.lineage import LineageBuilder, is_lineage_event
 from registry.services.audit import rfc3339
 from registry.services.webhooks import matches, target_of

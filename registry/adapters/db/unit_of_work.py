@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from registry.adapters.db.bell import OutboxBell
 from registry.adapters.db.changes import write_changes
 from registry.adapters.db.idempotency import IdempotentCall
 from registry.adapters.db.repository import SqlRepository
@@ -39,7 +40,6 @@ from registry.services.idempotency import StoredResponse
 from registry.services.ports import Actor
 
 Clock = Callable[[], datetime]
-OUTBOX_CHANNEL = "registry_outbox"
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -307,6 +307,14 @@ class SqlUnitOfWorkFactory:
         self._lock: asyncio.Lock | None = None
         # Called after a commit that wrote outbox events (the in-process relay's doorbell).
         self.on_events: Callable[[], None] | None = None
+        # Without a relay in this process, other processes' relays are told (PostgreSQL).
+        self.bell = None if self._sqlite else OutboxBell(self.read_engine)
+
+    def _events_committed(self) -> None:
+        if self.on_events is not None:
+            self.on_events()  # this process relays them (and every other event it finds)
+        elif self.bell is not None:
+            self.bell.ring()
 
     def writer_lock(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """The in-process writers' queue (SQLite), for writers that are not units of work."""
@@ -323,7 +331,8 @@ class SqlUnitOfWorkFactory:
             self._lock = asyncio.Lock()
         args = (self.engine, self.read_engine, actor)
         kwargs: dict[str, Any] = {"write": write, "clock": self._clock, "write_lock": self._lock,
-                                  "on_events": self.on_events, "default_policies": self.default_policies}
+                                  "on_events": self._events_committed,
+                                  "default_policies": self.default_policies}
         if write and idempotency is not None and not idempotency.joined:
             idempotency.joined = True
             return IdempotentUnitOfWork(*args, call=idempotency, **kwargs)
