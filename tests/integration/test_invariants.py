@@ -85,6 +85,10 @@ async def test_version_numbers_are_unique_per_model_in_the_database(container: C
         await execute(container, INSERT_VERSION, model_id=mid, version=2, stage="none")
 
 
+def _event_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def _is_utc(value: datetime) -> bool:
     return value.tzinfo is not None and value.utcoffset() == timedelta(0)
 
@@ -107,12 +111,14 @@ async def test_timestamps_come_back_aware_utc(container: Container) -> None:
 
     stamps = [model.created_at, model.updated_at, listed[0].created_at, version.created_at,
               version.updated_at, staged[0].updated_at, token_at, moved.transition.at,
-              *[e["at"] for e in events], *audit_at]
+              *[_event_time(e["at"]) for e in events], *audit_at]
     assert all(_is_utc(s) for s in stamps), [s.tzinfo for s in stamps]
     # Stored to the microsecond: what the write returned is what a read returns.
     assert version.created_at == registered.created_at
     assert version.updated_at == moved.version.updated_at == moved.transition.at
-    assert events[-1]["at"] == moved.transition.at
+    assert _event_time(events[-1]["at"]) == moved.transition.at
+    # Events carry their time as the audit log writes it: RFC 3339, UTC, microseconds, "Z".
+    assert all(e["at"].endswith("Z") and len(e["at"]) == len("2026-01-01T00:00:00.000000Z") for e in events)
 
 
 async def test_a_non_utc_clock_is_stored_as_the_same_instant(container: Container) -> None:
