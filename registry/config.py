@@ -64,7 +64,7 @@ class Settings:
     data_dir: Path
     bootstrap_token: str | None
     log_format: str  # "json" or "console"
-    db_pool_size: int = 10
+    db_pool_size: int = 20
     run_workers: bool = True
     secret_key: str | None = None  # None: generated into the data directory
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
@@ -118,7 +118,7 @@ class Settings:
             data_dir=data_dir,
             bootstrap_token=env.get("REGISTRY_BOOTSTRAP_TOKEN") or None,
             log_format=log_format,
-            db_pool_size=int(_number(env, "REGISTRY_DB_POOL_SIZE", 10, low=1, integer=True)),
+            db_pool_size=int(_number(env, "REGISTRY_DB_POOL_SIZE", 20, low=1, integer=True)),
             run_workers=_flag(env, "REGISTRY_RUN_WORKERS", True),
             secret_key=secret_key,
             webhooks=webhooks,

@@ -21,12 +21,15 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, pool_size: int = 10, null_pool: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 20, null_pool: bool = False) -> AsyncEngine:
+    """``pool_size``: PostgreSQL connections at most, opened on demand and kept. No overflow:
+    an overflow connection is closed when it comes back, so under steady load past the pool
+    every request paid for a new server process (reads at 32 clients fell by a third)."""
     kwargs: dict[str, Any] = {}
     if null_pool:
         kwargs["poolclass"] = NullPool
     elif not is_sqlite(url):
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+        kwargs.update(pool_size=pool_size, max_overflow=0, pool_pre_ping=False)
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
         _configure_sqlite(engine)
