@@ -28,10 +28,17 @@ STATES = ("pending", "approved", "applied", "rejected", "cancelled")
 @dataclass(frozen=True, slots=True)
 class Decision:
     request: RequestRecord
-    applied: bool
     results: list[GateResult]
-    version: ModelVersion | None  # the version after the move, when the approval applied it
-    moved: TransitionResult | None = None
+    moved: TransitionResult | None = None  # the move, when the approval applied it
+
+    @property
+    def applied(self) -> bool:
+        return self.moved is not None
+
+    @property
+    def version(self) -> ModelVersion | None:
+        """The version after the move, when the approval applied it."""
+        return self.moved.version if self.moved is not None else None
 
 
 def _comment(comment: str | None) -> str | None:
@@ -115,7 +122,7 @@ def _close(uow: UnitOfWork, model: RegisteredModel, request: RequestRecord,
     uow.record(model, event(model=model.name, version=request.version, before=before,
                             after=request.snapshot(),
                             extra={"request": request.id, "comment": cmd.comment}))
-    return Decision(request, False, [], None)
+    return Decision(request, [])
 
 
 async def _approve(uow: UnitOfWork, model: RegisteredModel, request: RequestRecord,
@@ -146,10 +153,10 @@ async def _approve(uow: UnitOfWork, model: RegisteredModel, request: RequestReco
     if not (quorum and assessment.policy.auto_apply and assessment.allowed) \
             or await _uploads_open(uow, version):
         await uow.repo.save_request(request)
-        return Decision(request, False, assessment.results, None)
+        return Decision(request, assessment.results)
     result = await move_checked(uow, model, version, production, target, request.comment,
                                 request=request, assessment=assessment)  # saves it as applied
-    return Decision(request, True, result.transition.gates, result.version, result)
+    return Decision(request, result.transition.gates, result)
 
 
 async def _uploads_open(uow: UnitOfWork, version: ModelVersion) -> bool:

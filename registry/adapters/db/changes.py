@@ -3,7 +3,8 @@
 PostgreSQL: one statement. Two data-modifying CTEs insert every audit row and every event from
 arrays (``unnest``), and the main UPDATE advances the chain heads: one round trip where three
 were (PERF.md: each statement costs CPU on both sides of the connection, and at load both cores
-are busy). Every INSERT fires its statement trigger as usual (the outbox's NOTIFY included).
+are busy). The outbox has no trigger since migration 0006: the wake-up is sent after COMMIT
+(see bell.py).
 SQLite: the same rows through three prebuilt statements.
 """
 
@@ -29,7 +30,6 @@ _INSERT_EVENT = Query(insert(outbox_t).values(bound(outbox_t, *EVENT_COLUMNS)))
 _ADVANCE_CHAIN = Query(update(chains_t).where(chains_t.c.id == bindparam("chain_id"))
                        .values(bound(chains_t, *HEAD_COLUMNS)))
 
-
 _PG = postgresql.asyncpg.dialect()
 
 
@@ -41,15 +41,14 @@ class _Arrays:
         self.columns: list[tuple[str, Any]] = []  # (name, bind processor)
 
     def add(self, table: Table, names: Sequence[str]) -> str:
-        dialect = _PG
         first = len(self.casts) + 1
         for name in names:
             column_type = table.c[name].type
             # Strings unbounded: a cast to VARCHAR(n) would truncate a longer value silently,
             # where the column itself refuses it.
-            cast = "VARCHAR" if isinstance(column_type, String) else column_type.compile(dialect=dialect)
+            cast = "VARCHAR" if isinstance(column_type, String) else column_type.compile(dialect=_PG)
             self.casts.append(cast)
-            self.columns.append((name, column_type.dialect_impl(dialect).bind_processor(dialect)))
+            self.columns.append((name, column_type.dialect_impl(_PG).bind_processor(_PG)))
         return ", ".join(f"${first + i}::{self.casts[first - 1 + i]}[]" for i in range(len(names)))
 
 

@@ -16,8 +16,9 @@ Driver errors leave as SQLAlchemy's exception types, so one translation serves b
 
 from __future__ import annotations
 
+import contextlib
 from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,10 +98,8 @@ class Db:
         if self.driver is None:
             return list((await self.conn.execute(q.stmt, params)).all())
         c = q.compiled(self._dialect)
-        try:
+        with driver_errors(c.sql):
             return c.rows(await self.driver.fetch(c.sql, *c.args(params)))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise wrapped(exc, c.sql) from exc
 
     async def first(self, q: Query, **params: Any) -> Any | None:
         rows = await self.all(q, **params)
@@ -115,10 +114,8 @@ class Db:
         if self.driver is None:
             return (await self.conn.execute(q.stmt, params)).rowcount
         c = q.compiled(self._dialect)
-        try:
+        with driver_errors(c.sql):
             status = await self.driver.execute(c.sql, *c.args(params))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise wrapped(exc, c.sql) from exc
         tail = status.rpartition(" ")[2]
         return int(tail) if tail.isdigit() else 0
 
@@ -130,21 +127,29 @@ class Db:
             await self.conn.execute(q.stmt, list(rows))
             return
         c = q.compiled(self._dialect)
-        try:
+        with driver_errors(c.sql):
             await self.driver.executemany(c.sql, [c.args(r) for r in rows])
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise wrapped(exc, c.sql) from exc
 
     async def execute_sql(self, sql: str, args: Sequence[Any]) -> None:
         """Execute hand-written SQL on the driver (PostgreSQL only)."""
         assert self.driver is not None
-        try:
+        with driver_errors(sql):
             await self.driver.execute(sql, *args)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise wrapped(exc, sql) from exc
 
 
-def wrapped(exc: BaseException, sql: str) -> DBAPIError:
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+@contextlib.contextmanager
+def driver_errors(sql: str) -> Iterator[None]:
+    """Raise the driver's errors as the SQLAlchemy exceptions the Core path would have raised."""
+    try:
+        yield
+    except DRIVER_ERRORS as exc:
+        raise _wrapped(exc, sql) from exc
+
+
+def _wrapped(exc: BaseException, sql: str) -> DBAPIError:
     """An asyncpg error as the SQLAlchemy exception the Core path would have raised."""
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
         return IntegrityError(sql, None, exc)  # type: ignore[arg-type]

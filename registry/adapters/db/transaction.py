@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
-from registry.adapters.db.statements import Db, wrapped
+from registry.adapters.db.statements import DRIVER_ERRORS, Db, driver_errors
 
 
 class Transaction:
@@ -44,7 +44,8 @@ class Transaction:
             tx = cls(conn, driver)
             if write:
                 top = driver.transaction()
-                await _driver_call(top.start())
+                with driver_errors("BEGIN"):
+                    await top.start()
                 tx._top = top
             return tx
         except BaseException:
@@ -56,7 +57,8 @@ class Transaction:
             self._savepoint = await self.conn.begin_nested()
         else:
             sp = self.driver.transaction()  # nested in the top one: a SAVEPOINT
-            await _driver_call(sp.start())
+            with driver_errors("SAVEPOINT"):
+                await sp.start()
             self._savepoint = sp
         self._savepoint_active = True
 
@@ -69,12 +71,14 @@ class Transaction:
     async def rollback_savepoint(self) -> None:
         assert self._savepoint is not None
         self._savepoint_active = False
-        await _driver_call(self._savepoint.rollback())
+        with driver_errors("ROLLBACK TO SAVEPOINT"):
+            await self._savepoint.rollback()
 
     async def release_savepoint(self) -> None:
         assert self._savepoint is not None
         self._savepoint_active = False
-        await _driver_call(self._savepoint.commit())
+        with driver_errors("RELEASE SAVEPOINT"):
+            await self._savepoint.commit()
 
     async def commit(self) -> None:
         if self.driver is None:
@@ -82,24 +86,19 @@ class Transaction:
         else:
             assert self._top is not None
             top, self._top = self._top, None
-            await _driver_call(top.commit())
+            with driver_errors("COMMIT"):
+                await top.commit()
 
     async def close(self) -> None:
         """Roll back whatever did not commit and give the connection back (or drop it, if the
         rollback itself failed)."""
-        top, self._top = (self._top, None) if self.driver is not None else (None, self._top)
-        if top is not None:
+        if self.driver is not None:  # SQLite: closing the connection rolls back
+            top, self._top = self._top, None
             try:
-                await top.rollback()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                if top is not None:
+                    await top.rollback()
+                elif self.driver.is_closed():
+                    await self.conn.invalidate()
+            except DRIVER_ERRORS:
                 await self.conn.invalidate()
-        elif self.driver is not None and self.driver.is_closed():
-            await self.conn.invalidate()
         await self.conn.close()
-
-
-async def _driver_call(awaitable: object) -> None:
-    try:
-        await awaitable  # type: ignore[misc]
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise wrapped(exc, "transaction control") from exc

@@ -41,6 +41,7 @@ from registry.services.ports import Actor
 
 Clock = Callable[[], datetime]
 
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
