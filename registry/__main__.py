@@ -12,12 +12,15 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from registry import artifact_cli, cli, pipeline
 from registry.config import ConfigError, Settings
 
 DEFAULT_OPENAPI = Path("openapi/openapi.json")
+T = TypeVar("T")
 
 
 def _settings() -> Settings:
@@ -36,6 +39,30 @@ def _ensure_schema(settings: Settings) -> None:
         sys.exit(f"error: {exc}")
 
 
+def _when_database_answers(step: Callable[[], T], what: str) -> T:
+    """Run a start-up step that needs the database, waiting while the database cannot serve it
+    (down, starting, every connection slot taken): a process started beside its database, or
+    while others hold all of ``max_connections``, waits and says so instead of exiting."""
+    import time
+
+    import structlog
+
+    from registry.bootstrap import database_unavailable
+
+    log = structlog.get_logger("registry.start")
+    pause = 0.5
+    while True:
+        try:
+            return step()
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            log.warning("database_unavailable_at_start", step=what,
+                        error=f"{type(exc).__name__}: {exc}"[:300], retry_in=pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 30.0)
+
+
 async def _with_container(settings: Settings, fn):  # type: ignore[no-untyped-def]
     from registry.bootstrap import build
 
@@ -44,6 +71,17 @@ async def _with_container(settings: Settings, fn):  # type: ignore[no-untyped-de
         return await fn(container)
     finally:
         await container.close()
+
+
+def _warn_about_local_artifacts(settings: Settings) -> None:
+    """On PostgreSQL the service may run as several replicas: each must see the same folder."""
+    import structlog
+
+    if not settings.is_sqlite and not settings.artifact_store.is_s3:
+        structlog.get_logger("registry.start").warning(
+            "local_artifact_store_with_postgresql", folder=settings.artifact_store.url,
+            detail="every serve and worker process must share this folder (or use "
+                   "REGISTRY_ARTIFACTS_URL=s3://...); a replica with another folder answers 404")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -58,13 +96,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "use PostgreSQL (REGISTRY_DATABASE_URL) to scale out", file=sys.stderr)
         return 2
     configure(settings.log_format)
-    _ensure_schema(settings)  # before the server starts, outside its event loop
+    # before the server starts, outside its event loop
+    _when_database_answers(lambda: _ensure_schema(settings), "schema check")
+    _warn_about_local_artifacts(settings)
 
     async def prepare(c):  # type: ignore[no-untyped-def]
         c.cipher.box()  # the webhook-secret key exists before any server process needs it
         return await ensure_bootstrap_token(c.uow, settings.bootstrap_token)
 
-    token = asyncio.run(_with_container(settings, prepare))
+    token = _when_database_answers(lambda: asyncio.run(_with_container(settings, prepare)),
+                                   "bootstrap token")
     if token is not None:
         shown = "(from REGISTRY_BOOTSTRAP_TOKEN)" if settings.bootstrap_token else token
         print(f"Admin token, shown once: {shown}", flush=True)
@@ -90,7 +131,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings()
     configure(settings.log_format)
-    _ensure_schema(settings)
+    _when_database_answers(lambda: _ensure_schema(settings), "schema check")
+    _warn_about_local_artifacts(settings)
 
     async def run(container):  # type: ignore[no-untyped-def]
         container.cipher.box()

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from registry.adapters.artifacts.local import LocalStore
 from registry.adapters.artifacts.s3 import S3Location, S3Store
-from registry.adapters.db.engine import create_engine
+from registry.adapters.db.engine import Timeouts, create_engine
 from registry.adapters.db.idempotency import IdempotentCall
 from registry.adapters.db.outbox import OutboxStore
+from registry.adapters.db.probe import ReadinessProbe
 from registry.adapters.db.unit_of_work import SqlUnitOfWorkFactory
 from registry.adapters.lineage import FileSink, LineageBuilder, lineage_endpoint
 from registry.adapters.secrets import LazySecretBox
@@ -121,15 +121,15 @@ class Container:
     outbox: OutboxStore
     senders: Senders
     artifacts: ArtifactStore
+    probe: ReadinessProbe
     lineage_url: str | None = None
 
-    async def database_ready(self) -> bool:
-        try:
-            async with self.uow.read_engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        except Exception:  # any failure to reach the database means not ready
-            return False
-        return True
+    async def not_ready(self) -> str | None:
+        """Why the service cannot serve now (the database does not answer within 1.5 s, or the
+        artifact store is unusable), or None."""
+        if not await self.probe.ready():
+            return "the database is unreachable"
+        return await self.artifacts.problem()
 
     def idempotent_call(self, key_hash: str, fingerprint: str) -> IdempotentCall:
         """A POST carrying an Idempotency-Key, for its first writer to join."""
@@ -143,6 +143,7 @@ class Container:
     async def close(self) -> None:
         await self.senders.close()
         await self.artifacts.close()
+        await self.probe.close()
         if self.uow.bell is not None:
             await self.uow.bell.close()
         await self.engine.dispose()
@@ -169,6 +170,15 @@ def ensure_schema(settings: Settings) -> None:
             "the database is not at the latest schema revision: run `python -m registry migrate`")
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot serve now (down, stalled, out of connection
+    slots) rather than that something is wrong with what was asked."""
+    from registry.adapters.db.unit_of_work import translate_db_error
+    from registry.domain.errors import UnavailableError
+
+    return isinstance(exc, UnavailableError) or isinstance(translate_db_error(exc), UnavailableError)
+
+
 class SchemaNotCurrentError(RuntimeError):
     """The PostgreSQL schema needs `python -m registry migrate` first."""
 
@@ -189,7 +199,9 @@ def artifact_store(settings: ArtifactSettings) -> ArtifactStore:
 def build(settings: Settings) -> Container:
     if settings.is_sqlite:
         settings.ensure_data_dir()
-    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    t = settings.db_timeouts
+    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size,
+                           timeouts=Timeouts(t.connect, t.pool, t.command, t.statement))
     uow = SqlUnitOfWorkFactory(engine, default_policies=settings.default_policies)
     cipher = LazySecretBox(settings.secret_key, settings.data_dir)
     guard = UrlGuard(settings.webhooks.allow_private)
@@ -202,5 +214,5 @@ def build(settings: Settings) -> Container:
     outbox = OutboxStore(uow, sinks=sinks, lineage=LineageBuilder(settings.lineage_namespace),
                          first_delay=settings.webhooks.retry_schedule[0])
     return Container(settings, engine, uow, Authenticator(uow), cipher, tools, outbox, senders,
-                     artifact_store(settings.artifact_store),
+                     artifact_store(settings.artifact_store), ReadinessProbe(engine),
                      lineage_endpoint(settings.lineage_url) if settings.lineage_url else None)

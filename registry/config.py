@@ -59,12 +59,27 @@ class ArtifactSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DatabaseTimeouts:
+    """How long the service waits on PostgreSQL, in seconds. A request waits at most ``pool``
+    for a connection and ``command`` for any one answer, so a stalled database is a 503 within
+    ``pool + command``; ``statement`` ends a statement on the server first, so an alive but slow
+    database gives the same answer and its connection stays usable."""
+
+    connect: float = 5.0  # opening a connection, TLS and authentication included
+    pool: float = 5.0  # waiting for a pooled connection (opening it included)
+    command: float = 10.0  # waiting for the answer to one statement, on the client
+    statement: float = 8.0  # PostgreSQL's statement_timeout for the service's sessions
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str
     data_dir: Path
     bootstrap_token: str | None
     log_format: str  # "json" or "console"
     db_pool_size: int = 20
+    db_timeouts: DatabaseTimeouts = field(default_factory=DatabaseTimeouts)
+    body_idle_timeout: float = 30.0  # a request body silent this long is answered 408
     run_workers: bool = True
     secret_key: str | None = None  # None: generated into the data directory
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
@@ -119,6 +134,8 @@ class Settings:
             bootstrap_token=env.get("REGISTRY_BOOTSTRAP_TOKEN") or None,
             log_format=log_format,
             db_pool_size=int(_number(env, "REGISTRY_DB_POOL_SIZE", 20, low=1, integer=True)),
+            db_timeouts=_db_timeouts(env),
+            body_idle_timeout=_number(env, "REGISTRY_BODY_IDLE_TIMEOUT", 30.0, low=0.1),
             run_workers=_flag(env, "REGISTRY_RUN_WORKERS", True),
             secret_key=secret_key,
             webhooks=webhooks,
@@ -142,7 +159,21 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
     def ensure_data_dir(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # secrets and the database
+
+
+def _db_timeouts(env: Mapping[str, str]) -> DatabaseTimeouts:
+    default = DatabaseTimeouts()
+    timeouts = DatabaseTimeouts(
+        connect=_number(env, "REGISTRY_DB_CONNECT_TIMEOUT", default.connect, low=0.1),
+        pool=_number(env, "REGISTRY_DB_POOL_TIMEOUT", default.pool, low=0.1),
+        command=_number(env, "REGISTRY_DB_COMMAND_TIMEOUT", default.command, low=0.1),
+        statement=_number(env, "REGISTRY_DB_STATEMENT_TIMEOUT", default.statement, low=0.1),
+    )
+    if timeouts.statement >= timeouts.command:
+        raise ConfigError("REGISTRY_DB_STATEMENT_TIMEOUT must be shorter than "
+                          "REGISTRY_DB_COMMAND_TIMEOUT (the server ends a slow statement first)")
+    return timeouts
 
 
 # S3 takes at most 10,000 parts; the S3 store sends 16 MiB parts.

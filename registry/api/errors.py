@@ -56,8 +56,15 @@ def problem(status: int, code: str, title: str, detail: str, request: Request | 
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
+# Seconds a client should wait before retrying a 503: long enough not to hammer a database that
+# is recovering, short enough that a pipeline's next attempt lands soon after it does.
+RETRY_AFTER = "2"
+
+
 def registry_error_handler(request: Request, exc: e.RegistryError) -> Response[Problem]:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if exc.status == 503:
+        headers = {"Retry-After": RETRY_AFTER}
     return problem(exc.status, exc.code, exc.title, exc.detail, request, headers, **exc.extensions())
 
 

@@ -14,7 +14,7 @@ import json
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from registry.api.errors import PROBLEM_MEDIA_TYPE, TYPE_BASE
+from registry.api.errors import PROBLEM_MEDIA_TYPE, RETRY_AFTER, TYPE_BASE
 from registry.bootstrap import Container
 from registry.domain.errors import ValidationError
 from registry.services.idempotency import (
@@ -146,6 +146,8 @@ async def _problem(send: Send, status: int, code: str, title: str, detail: str) 
                        "detail": detail, "code": code}).encode()
     headers: list[tuple[bytes, bytes]] = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()),
                                           (b"content-length", str(len(body)).encode())]
+    if status == 503:
+        headers.append((b"retry-after", RETRY_AFTER.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 

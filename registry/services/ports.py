@@ -236,6 +236,9 @@ class ArtifactStore(Protocol):
     def upload_url(self, key: str, ttl: float) -> str | None:
         """A presigned PUT URL, or None when the store cannot hand one out."""
         ...
+    async def problem(self) -> str | None:
+        """Why the store cannot serve now (for readiness), or None."""
+        ...
     async def close(self) -> None: ...
 
 

@@ -154,7 +154,8 @@ class Workers:
     async def _listen(self) -> None:
         from registry.adapters.db.outbox import listen
 
-        async with listen(self.settings.database_url, self.wake) as conn:
+        async with listen(self.settings.database_url, self.wake,
+                          self.settings.db_timeouts.connect) as conn:
             self.wake()  # events committed while nobody listened
             while True:
                 await asyncio.sleep(LISTEN_CHECK)

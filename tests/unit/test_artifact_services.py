@@ -129,6 +129,9 @@ class MemoryStore:
     def upload_url(self, key: str, ttl: float) -> str | None:
         return f"memory://{key}?ttl={ttl}"
 
+    async def problem(self) -> str | None:
+        return None
+
     async def close(self) -> None:
         pass
 

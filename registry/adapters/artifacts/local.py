@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
@@ -24,6 +25,8 @@ class LocalStore:
     def __init__(self, root: Path, threads: int = 8) -> None:
         self.root = root.resolve()
         self.location = self.root.as_uri()
+        with contextlib.suppress(OSError):  # if it cannot be made, readiness says so
+            self.root.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="artifacts")
         # Receiving a body holds a thread as long as its client is slow: a pool of its own, so
         # slow uploads never queue downloads and the short calls made under the model's lock.
@@ -149,6 +152,17 @@ class LocalStore:
 
     def upload_url(self, key: str, ttl: float) -> str | None:
         return None  # a client cannot write to our disk directly
+
+    async def problem(self) -> str | None:
+        """The folder must be there (it is made at start) and writable: a replica whose folder
+        is missing, another disk's, or read-only would answer 404 or fail on every file."""
+        def check() -> str | None:
+            if not self.root.is_dir():
+                return f"the artifact folder {self.root} does not exist"
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                return f"the artifact folder {self.root} is not writable"
+            return None
+        return await self._run(check)
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -231,6 +231,9 @@ class S3Store:
                                                  object_name=self._key(key),
                                                  expires=timedelta(seconds=ttl))
 
+    async def problem(self) -> str | None:
+        return None  # not probed: a bucket request per readiness check would cost more than it tells
+
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._bodies.shutdown(wait=False, cancel_futures=True)

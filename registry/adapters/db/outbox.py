@@ -306,13 +306,15 @@ class OutboxStore:
 
 
 @contextlib.asynccontextmanager
-async def listen(database_url: str, on_notify: Callable[[], None]) -> AsyncIterator[Any]:
+async def listen(database_url: str, on_notify: Callable[[], None],
+                 connect_timeout: float = 60.0) -> AsyncIterator[Any]:
     """On PostgreSQL, call ``on_notify`` whenever a commit wrote outbox events (any process)."""
     import asyncpg
 
     url = make_url(database_url).set(drivername="postgresql")
     conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username,
-                                 password=url.password, database=url.database)
+                                 password=url.password, database=url.database,
+                                 timeout=connect_timeout)
     try:
         await conn.add_listener(OUTBOX_CHANNEL, lambda *_: on_notify())
         yield conn

@@ -89,10 +89,16 @@ class Transaction:
             with driver_errors("COMMIT"):
                 await top.commit()
 
-    async def close(self) -> None:
+    async def close(self, *, broken: bool = False) -> None:
         """Roll back whatever did not commit and give the connection back (or drop it, if the
-        rollback itself failed)."""
-        if self.driver is not None:  # SQLite: closing the connection rolls back
+        rollback itself failed). A ``broken`` connection is dropped at once: after a timeout
+        its statement may still be in flight, and a ROLLBACK would first wait for that."""
+        if broken:
+            self._top = None
+            if self.driver is not None:
+                self.driver.terminate()  # at once: a polite close would wait on the stalled socket
+            await self.conn.invalidate()
+        elif self.driver is not None:  # SQLite: closing the connection rolls back
             top, self._top = self._top, None
             try:
                 if top is not None:

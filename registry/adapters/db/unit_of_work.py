@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from registry.adapters.db.bell import OutboxBell
@@ -74,8 +75,11 @@ class SqlUnitOfWork:
             self._tx = await Transaction.open(self._engine, write=self._write)
             await self._opened(self._tx)
         except BaseException as exc:
-            await self._release()
-            if isinstance(exc, (OSError, DBAPIError)):
+            await self._release(broken=connection_lost(exc))
+            translated = translate_db_error(exc) if isinstance(exc, Exception) else None
+            if isinstance(translated, UnavailableError):
+                raise translated from exc
+            if isinstance(exc, DBAPIError):
                 raise UnavailableError("the database is unreachable") from exc
             raise
         self.repo = SqlRepository(self._tx.db)
@@ -90,7 +94,7 @@ class SqlUnitOfWork:
             translated = translate_db_error(exc)
         refusal = exc if isinstance(exc, RegistryError) else translated
         if not await self._keep_open(exc, refusal):
-            await self._release()
+            await self._release(broken=exc is not None and connection_lost(exc))
         if translated is not None:
             raise translated from exc
         if self._committed:
@@ -110,10 +114,10 @@ class SqlUnitOfWork:
         for fn in hooks:
             await fn()
 
-    async def _release(self) -> None:
+    async def _release(self, *, broken: bool = False) -> None:
         try:
             if self._tx is not None:
-                await self._tx.close()  # rolls back whatever did not commit
+                await self._tx.close(broken=broken)  # rolls back whatever did not commit
         finally:
             self._tx = None
             if self._write_lock is not None:
@@ -277,11 +281,32 @@ class IdempotentUnitOfWork(SqlUnitOfWork):
         return committed
 
 
+# SQLSTATE classes that say the database cannot serve now, not that the request is wrong:
+# 08 connection exception, 53 insufficient resources (too many connections), 57 operator
+# intervention (57014: statement_timeout; 57P01..03: shutting down, cannot connect now).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57")
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether the connection can no longer be trusted with a statement: its socket failed, or a
+    wait on it timed out with a statement still in flight (a ROLLBACK would wait as long again)."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc.orig, OSError)
+    return isinstance(exc, (OSError, ConnectionError))
+
+
 def translate_db_error(exc: BaseException) -> RegistryError | None:
     """A database failure as the domain error a client can act on; None if it is a bug."""
-    if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == "22021":
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
+    if isinstance(exc, DBAPIError) and sqlstate == "22021":
         # Backstop: PostgreSQL text cannot hold U+0000 (character_not_in_repertoire).
         return ValidationError("text must not contain the NUL character (U+0000)")
+    if isinstance(exc, PoolTimeoutError):
+        return UnavailableError("no database connection became free in time; retry")
+    if isinstance(exc, TimeoutError) or (isinstance(exc, DBAPIError) and isinstance(exc.orig, TimeoutError)):
+        return UnavailableError("the database did not answer in time; retry")
+    if isinstance(exc, DBAPIError) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+        return UnavailableError("the database cannot serve the request now; retry")
     if isinstance(exc, IntegrityError):
         return TransientConflictError(
             "the change conflicts with the current state of the registry; retry")

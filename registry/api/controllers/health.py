@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request, Response, get
 
-from registry.api.errors import problem, problem_responses
+from registry.api.errors import RETRY_AFTER, problem, problem_responses
 from registry.api.schemas import Health, Problem
 
 
@@ -19,7 +19,10 @@ async def healthz() -> Health:
 @get("/readyz", operation_id="readyz", tags=["health"], exclude_from_auth=True, security=[{}],
      responses={503: problem_responses()[503]})
 async def readyz(request: Request[Any, Any, Any]) -> Response[Health] | Response[Problem]:
-    """The database answers."""
-    if not await request.app.state.container.database_ready():
-        return problem(503, "unavailable", "Service unavailable", "the database is unreachable", request)
+    """The database answers (within 1.5 s, whatever it does) and the artifact store is usable.
+    503 `unavailable` with `Retry-After` otherwise."""
+    reason = await request.app.state.container.not_ready()
+    if reason is not None:
+        return problem(503, "unavailable", "Service unavailable", reason, request,
+                       {"Retry-After": RETRY_AFTER})
     return Response(Health("ok"))
