@@ -11,6 +11,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Server
 from litestar.routes import HTTPRoute
 
 import registry
+from registry.api.body_timeout import BodyIdleTimeout
 from registry.api.controllers.artifacts import ArtifactController, resolve_uri
 from registry.api.controllers.audit import AuditController
 from registry.api.controllers.gates import GateController, TransitionRequestController
@@ -95,4 +96,5 @@ def asgi_app(container: Container, *, on_startup: Sequence[Hook] = (),
     """The app as served: the request-id middleware wraps everything, error responses included;
     inside it, Idempotency-Key handling holds each keyed POST's answer until it committed."""
     app = create_app(container, on_startup=on_startup, on_shutdown=on_shutdown)
-    return RequestIdMiddleware(IdempotencyMiddleware(app, container))
+    idle = container.settings.body_idle_timeout
+    return RequestIdMiddleware(BodyIdleTimeout(IdempotencyMiddleware(app, container), idle))
