@@ -58,6 +58,35 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Without ``REGISTRY_TEST_DATABASE_URL``, make a throwaway database for this run on the
+    local PostgreSQL (tests/provision.py), or stop with the commands that fix it."""
+    import atexit
+    import os
+
+    from tests import provision
+    from tests.support import PG_ENV
+
+    if os.environ.get(PG_ENV) or hasattr(config, "workerinput"):
+        return
+    made = provision.provision()
+    if isinstance(made, str):
+        raise pytest.UsageError(f"{provision.FIX}\n(what failed: {made})")
+    url, database = made
+    os.environ[PG_ENV] = url  # server processes the tests start inherit it
+    # Registered before any test registers its own clean-up, so it runs after all of them.
+    atexit.register(provision.drop, database)
+    config.stash[_provisioned] = database
+
+
+_provisioned = pytest.StashKey[str]()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    database = config.stash.get(_provisioned, None)
+    return f"PostgreSQL: made the throwaway database {database} for this run" if database else None
+
+
 def unique(prefix: str = "m") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
