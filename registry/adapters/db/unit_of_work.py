@@ -248,9 +248,9 @@ class IdempotentUnitOfWork(SqlUnitOfWork):
         self._call.held = self
         return True
 
-    async def _release(self) -> None:
+    async def _release(self, *, broken: bool = False) -> None:
         try:
-            await super()._release()
+            await super()._release(broken=broken)
         finally:
             self._call.joined = self._held is not None  # a later writer of the request may join
 
@@ -263,17 +263,17 @@ class IdempotentUnitOfWork(SqlUnitOfWork):
         """End the held transaction: store ``answer`` and commit (the effect too, if there was
         one), or roll everything back when ``answer`` is None. True if it committed."""
         assert self._held is not None and self._tx is not None
-        held, committed = self._held, False
+        held, committed, broken = self._held, False, False
         try:
             if answer is not None:
                 await self._call.store(self._tx.conn, answer, self.now())
                 await self._tx.commit()
                 committed = True
-        except (DBAPIError, OSError):
-            committed = False
+        except (DBAPIError, OSError) as exc:
+            committed, broken = False, connection_lost(exc)
         finally:
             self._held = self._call.held = None
-            await self._release()
+            await self._release(broken=broken)
         if committed and held is Held.EFFECT:  # a stored refusal carries no effect
             if self._wrote_events and self._on_events is not None:
                 self._on_events()
