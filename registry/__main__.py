@@ -73,11 +73,18 @@ async def _with_container(settings: Settings, fn):  # type: ignore[no-untyped-de
         await container.close()
 
 
-def _warn_about_local_artifacts(settings: Settings) -> None:
-    """On PostgreSQL the service may run as several replicas: each must see the same folder."""
+def _local_artifacts(settings: Settings) -> None:
+    """Make a local artifact folder (readiness checks that it stays there). On PostgreSQL the
+    service may run as several replicas: each must see the same folder, so say so."""
     import structlog
 
-    if not settings.is_sqlite and not settings.artifact_store.is_s3:
+    if settings.artifact_store.is_s3:
+        return
+    try:
+        Path(settings.artifact_store.url).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # /readyz reports it until someone fixes it
+        structlog.get_logger("registry.start").error("artifact_folder_unusable", error=str(exc))
+    if not settings.is_sqlite:
         structlog.get_logger("registry.start").warning(
             "local_artifact_store_with_postgresql", folder=settings.artifact_store.url,
             detail="every serve and worker process must share this folder (or use "
@@ -98,7 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure(settings.log_format)
     # before the server starts, outside its event loop
     _when_database_answers(lambda: _ensure_schema(settings), "schema check")
-    _warn_about_local_artifacts(settings)
+    _local_artifacts(settings)
 
     async def prepare(c):  # type: ignore[no-untyped-def]
         c.cipher.box()  # the webhook-secret key exists before any server process needs it
@@ -132,7 +139,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
     configure(settings.log_format)
     _when_database_answers(lambda: _ensure_schema(settings), "schema check")
-    _warn_about_local_artifacts(settings)
+    _local_artifacts(settings)
 
     async def run(container):  # type: ignore[no-untyped-def]
         container.cipher.box()

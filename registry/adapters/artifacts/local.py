@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import shutil
@@ -25,8 +24,6 @@ class LocalStore:
     def __init__(self, root: Path, threads: int = 8) -> None:
         self.root = root.resolve()
         self.location = self.root.as_uri()
-        with contextlib.suppress(OSError):  # if it cannot be made, readiness says so
-            self.root.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="artifacts")
         # Receiving a body holds a thread as long as its client is slow: a pool of its own, so
         # slow uploads never queue downloads and the short calls made under the model's lock.
@@ -154,7 +151,7 @@ class LocalStore:
         return None  # a client cannot write to our disk directly
 
     async def problem(self) -> str | None:
-        """The folder must be there (it is made at start) and writable: a replica whose folder
+        """The folder must be there (serve and worker make it at start) and writable: a replica whose folder
         is missing, another disk's, or read-only would answer 404 or fail on every file."""
         def check() -> str | None:
             if not self.root.is_dir():
