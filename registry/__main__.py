@@ -163,11 +163,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from registry.adapters.db.migrate import GrantError, grant_app_role
     from registry.bootstrap import migrate
 
     settings = _settings()
+    if args.grant_to is not None and settings.is_sqlite:
+        print("error: --grant-to needs PostgreSQL: SQLite has no roles (protect the embedded "
+              "database with its file's permissions)", file=sys.stderr)
+        return 2
     migrate(settings)
     print("database is at the latest revision")
+    if args.grant_to is not None:
+        try:
+            granted = grant_app_role(settings.database_url, args.grant_to)
+        except GrantError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for table, privileges in granted.items():
+            print(f"granted {args.grant_to}: {', '.join(privileges)} on {table}")
     return 0
 
 
@@ -233,6 +246,9 @@ def parser() -> argparse.ArgumentParser:
     w.set_defaults(fn=cmd_worker)
 
     m = sub.add_parser("migrate", help="apply pending database migrations")
+    m.add_argument("--grant-to", metavar="ROLE",
+                   help="then give this existing, separate role what serve and worker need, and no "
+                        "more (PostgreSQL; run as the tables' owner; again after each upgrade)")
     m.set_defaults(fn=cmd_migrate)
 
     t = sub.add_parser("token", help="API tokens")
@@ -277,9 +293,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# The exit status of a process killed by SIGPIPE (128 + 13), as the shell reports `yes | head`.
+BROKEN_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return args.fn(args)
+    try:
+        code = args.fn(args)
+        sys.stdout.flush()  # a reader gone early shows here, not in the interpreter's last flush
+    except BrokenPipeError:
+        # The reader of stdout closed it (`--json | head`): stop quietly with SIGPIPE's status,
+        # and point stdout at devnull so the interpreter's own flush at exit cannot fail again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
+    return code
 
 
 if __name__ == "__main__":

@@ -2,21 +2,24 @@
 ``audit export|anchor|verify``, clients of a running service (``REGISTRY_URL``, ``REGISTRY_TOKEN``).
 
 Exit codes: 0 ok; 1 a failed check, or a refusal from the server (its problem ``code`` and
-``detail`` go to stderr); 2 a usage error or an unreachable server.
+``detail`` go to stderr); 2 a usage error or an unreachable server; 141 stdout's reader closed it
+early (``| head``), quietly, as a process killed by SIGPIPE (``registry.__main__.main``).
 
 ``audit verify`` trusts nothing the server says about its own integrity: it recomputes every hash
-from the entries with the server's own ``canonical`` and ``ChainVerifier`` (which hashes with
-``chain_hash``), and checks saved anchors, so a rewritten or truncated tail is caught too.
+from the entries with the server's own ``verify_chains`` (the one check ``GET /audit/verify`` runs:
+every chain against its head, so an emptied or truncated log is caught), and checks saved
+anchors, so a tail rewritten together with its head is caught too.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +28,7 @@ from typing import Any, TextIO
 import httpx
 
 from registry.client import DEFAULT_URL, RegistryClient, RegistryClientError
-from registry.services.audit import ChainVerifier, canonical
+from registry.services.audit import BAD_ROW, canonical, verify_chains
 
 OK, FAILED, USAGE = 0, 1, 2
 # The hashed entry: an entry as the API returns it, without ``id`` and ``hash``.
@@ -67,6 +70,8 @@ def http_command(fn: Callable[[RegistryClient, argparse.Namespace], int]) -> Cal
         except httpx.HTTPError as exc:
             print(f"error: cannot reach the registry at {url}: {exc}", file=sys.stderr)
             return USAGE
+        except BrokenPipeError:
+            raise  # stdout's reader went away: main() ends quietly (exit 141), not "error: ..."
         except (UsageError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return USAGE
@@ -143,7 +148,8 @@ def audit_anchor(client: RegistryClient, args: argparse.Namespace) -> int:
 @http_command
 def audit_verify(client: RegistryClient, args: argparse.Namespace) -> int:
     anchor = load_anchor(args.anchor) if args.anchor else None
-    report = verify_entries(client.audit_entries(args.model), anchor, args.model)
+    heads = client.audit_head(args.model)  # before the entries, as the server's own check
+    report = verify_entries(client.audit_entries(args.model), anchor, args.model, heads=heads)
     print(report.summary())
     return OK if report.ok else FAILED
 
@@ -186,19 +192,30 @@ def _hashed_row(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def verify_entries(entries: Iterable[dict[str, Any]], anchor: dict[str, dict[str, Any]] | None = None,
-                   model: str | None = None) -> Report:
-    """Recompute every chain in ``entries`` from genesis; then, for each anchored chain (of
-    ``model`` when given), require the entry at the anchored seq to still carry the anchored hash."""
+                   model: str | None = None, heads: Iterable[dict[str, Any]] | None = None) -> Report:
+    """Recompute every chain in ``entries`` from genesis up to its head in ``heads`` (as
+    ``GET /audit/head`` gives them; without heads, each chain's last entry stands for its head);
+    then, for each anchored chain (of ``model`` when given), require the entry at the anchored seq
+    to still carry the anchored hash."""
     chains: dict[str, list[dict[str, Any]]] = {}
     for entry in entries:  # the server pages in id order, which interleaves chains
         chains.setdefault(entry["chain"], []).append(entry)
-    verifier = ChainVerifier()
     for rows in chains.values():
-        verifier.feed(_hashed_row(e) for e in sorted(rows, key=lambda e: e["seq"]))
-    counts = {"chains": len(chains), "checked": verifier.checked}
-    if verifier.first_bad is not None:
-        return Report(**counts, anchored=0, first_bad=verifier.first_bad,
-                      reason="the entry does not hash, link or number correctly")
+        rows.sort(key=lambda e: e["seq"])
+    if heads is None:
+        head_of = {chain: (rows[-1]["seq"], rows[-1]["hash"]) for chain, rows in chains.items()}
+    else:
+        head_of = {h["chain"]: (int(h["seq"]), str(h["hash"])) for h in heads}
+    headless = {chain: rows[0]["seq"] for chain, rows in chains.items() if chain not in head_of}
+
+    async def rows_of(chain: str, upto: int) -> AsyncIterator[list[dict[str, Any]]]:
+        yield [_hashed_row(e) for e in chains.get(chain, []) if e["seq"] <= upto]
+
+    verdict = asyncio.run(verify_chains(head_of, rows_of, headless))
+    counts = {"chains": verdict.chains, "checked": verdict.checked}
+    if verdict.first_bad_chain is not None and verdict.first_bad_seq is not None:
+        return Report(**counts, anchored=0, first_bad=(verdict.first_bad_chain, verdict.first_bad_seq),
+                      reason=verdict.reason or BAD_ROW)
     anchored = {c: h for c, h in (anchor or {}).items()
                 if model is None or c in chains or h.get("model") == model}
     if anchor is not None and not anchored:

@@ -3,7 +3,10 @@
 
 Exit codes: 0 ok or allowed; 1 refused (a gate failed, a 4xx refusal, a rejected or cancelled
 request, a wait that timed out); 2 a usage error, an unreachable server or an unexpected answer
-(a 5xx included), and for ``gate check`` any refusal of the question itself (a 404, a 403).
+(a 5xx included), and for ``gate check`` any refusal of the question itself (a 404, a 403);
+3 ``rollback`` only: nothing to do, the version named by ``--from`` is no longer in production (a
+rerun after success, or production moved meanwhile), nothing was changed; 141 stdout's reader
+closed it early (``--json | head``), as a process killed by SIGPIPE.
 Output is for people unless ``--json``, which prints the server's JSON document on stdout (the
 problem document on a refusal). Errors go to stderr with the problem code and
 detail, and with every gate's ``PASS``/``FAIL`` line when gates failed.
@@ -43,6 +46,8 @@ from registry.client import (
 )
 
 OK, REFUSED, USAGE = 0, 1, 2
+# rollback: the version it was to roll back from has already left production; nothing was done.
+ALREADY_DONE = 3
 STAGES = ("none", "staging", "production", "archived")
 Command = Callable[[RegistryClient, argparse.Namespace], int]
 
@@ -235,9 +240,19 @@ def await_request(client: RegistryClient, args: argparse.Namespace, request: Tra
 
 @pipeline_command
 def rollback(client: RegistryClient, args: argparse.Namespace) -> int:
-    result = client.rollback(args.model, args.comment,
-                             expected_production_version=args.expected_production_version,
-                             idempotency_key=args.idempotency_key)
+    """One step back from the version ``--from`` names, or nothing (exit 3) when that version is
+    no longer in production: rerunning a pipeline step never rolls back a second time."""
+    try:
+        result = client.rollback(args.model, args.comment, expected_production_version=args.from_version,
+                                 idempotency_key=args.idempotency_key)
+    except RegistryClientError as exc:
+        if exc.code != "precondition_failed":
+            raise
+        now = [v["version"] for v in client.list_versions(args.model, stage="production")]
+        expected = "no version" if args.from_version is None else f"v{args.from_version}"
+        emit(args, exc.problem, f"nothing to do: {args.model} {expected} is no longer in production "
+                                f"(now: {f'v{now[0]}' if now else 'none'}); nothing was changed")
+        return ALREADY_DONE
     emit(args, result, describe_move(result))
     return OK
 
@@ -361,10 +376,15 @@ def add_commands(sub: Any) -> None:
 
     _add_checks_and_gate(sub)
     _add_promote(sub)
-    rb = _command(sub, "rollback", rollback, "put the previous production version back")
+    rb = _command(sub, "rollback", rollback, "put the previous production version back (one step back "
+                  "each time; exit 3 when --from is no longer in production)")
     rb.add_argument("model")
     rb.add_argument("--comment", required=True)
-    rb.add_argument("--expected-production-version", type=production_version, default=UNSET, metavar="N")
+    rb.add_argument("--from", "--expected-production-version", dest="from_version", required=True,
+                    type=production_version, metavar="N|none",
+                    help="the version in production now, the one to roll back from (none: no version "
+                         "is). When it is no longer in production nothing is done and the exit code is "
+                         "3, so a rerun after success changes nothing")
     _add_requests(sub)
 
 

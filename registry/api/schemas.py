@@ -167,11 +167,12 @@ class ModelResponse(Struct):
     created_at: datetime
     updated_at: datetime
     created_by: str
+    aliases: Annotated[list[str], Meta(description="names of the model's aliases, sorted")]
 
     @classmethod
     def of(cls, m: RegisteredModel) -> ModelResponse:
         return cls(m.name, m.description, m.tags, m.last_version or None, m.created_at,
-                   m.updated_at, m.created_by)
+                   m.updated_at, m.created_by, list(m.aliases))
 
 
 class ModelVersionResponse(Struct):
@@ -191,13 +192,15 @@ class ModelVersionResponse(Struct):
     stage_since: datetime | None  # when the version entered its current stage
     sealed_at: datetime | None  # when its artifacts were frozen (its first move out of none)
     manifest_digest: str | None  # sha256 of the sealed manifest's canonical JSON
+    aliases: Annotated[list[str], Meta(description="names of the aliases pointing at this version, "
+                                                   "sorted")]
 
     @classmethod
     def of(cls, v: ModelVersion) -> ModelVersionResponse:
         return cls(v.model, v.version, v.stage.value, v.source, v.run_id, v.description, v.tags,
                    v.metrics, [DatasetBody(i.namespace, i.name, i.version) for i in v.inputs],
                    v.created_at, v.updated_at, v.created_by, v.etag, v.stage_since, v.sealed_at,
-                   v.manifest_digest)
+                   v.manifest_digest, list(v.aliases))
 
 
 class ModelList(Struct):
@@ -265,6 +268,19 @@ class AliasResponse(Struct):
     version: int
     protected: bool
     model_version: ModelVersionResponse
+
+
+class AliasItem(Struct):
+    """One alias of a model, in the list of them (`GET /models/{name}/aliases`)."""
+
+    alias: str
+    version: int
+    protected: bool
+
+
+class AliasList(Struct):
+    items: list[AliasItem]
+    next_cursor: str | None
 
 
 class AuditEntry(Struct):

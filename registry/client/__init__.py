@@ -286,7 +286,10 @@ class _Operations:
     @endpoint
     def rollback(model: str, comment: str, *, expected_production_version: int | None = UNSET,
                  idempotency_key: str | None = None) -> Op[TransitionResult]:
-        """Put the most recent previously-production version back, archiving the current one."""
+        """Put the previous production version back, archiving the current one: one step further
+        back each time (a version a rollback archived is never a target again); 422 when no step
+        is left. ``expected_production_version``: the version to roll back from (412 when it is
+        no longer in production, so a retry after success changes nothing)."""
         body: dict[str, Any] = {"comment": comment}
         if expected_production_version is not UNSET:
             body["expected_production_version"] = expected_production_version

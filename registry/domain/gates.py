@@ -145,6 +145,8 @@ class Candidate:
     metrics: Mapping[str, float]
     stage_since: datetime | None
     artifacts: int = 0  # files the version holds
+    stage: Stage = Stage.STAGING  # the stage it is in now
+    left_by_rollback: bool = False  # it last left production because a rollback replaced it
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +161,8 @@ class GateContext:
     checks: Mapping[str, str] = field(default_factory=dict)  # latest status per check name
     approvals: int = 0  # distinct principals approving the requester's open request
     request_id: int | None = None
-    # The most recent previously-production version that is now archived, if any.
+    # The version a rollback goes back to: the archived one that left production last, other
+    # than by a rollback (ModelVersion.is_rollback_target); None when there is none.
     rollback_candidate: int | None = None
 
 
@@ -234,6 +237,11 @@ def _check(name: str, status: str | None) -> GateResult:
 
 
 def _time_in_staging(needed: int, ctx: GateContext) -> GateResult:
+    if ctx.candidate.stage is not Stage.STAGING:  # stage_since is when it entered another stage
+        where = ("has not entered staging" if ctx.candidate.stage is Stage.NONE
+                 else f"is in {ctx.candidate.stage.value}, not in staging")
+        return GateResult("min_staging_time", False,
+                          f"the version {where}: {needed} s in staging are required")
     since = ctx.candidate.stage_since
     spent = 0 if since is None else max(0, int((ctx.now - since).total_seconds()))
     ok = spent >= needed
@@ -247,9 +255,18 @@ def _approvals(needed: int, ctx: GateContext) -> GateResult:
                       f"{ctx.approvals} of {needed} required approvals {where}")
 
 
+NO_ROLLBACK_TARGET = ("no version to roll back to: no archived version left production other than "
+                      "by a rollback")
+
+
 def _previous_production(ctx: GateContext) -> GateResult:
+    if ctx.candidate.left_by_rollback:
+        return GateResult(
+            "previous_production", False,
+            f"version {ctx.candidate.version} left production by a rollback: it is never a rollback "
+            "target again (restore it to staging and promote it, with its gates)")
     if ctx.rollback_candidate is None:
-        return GateResult("previous_production", False, "no archived version was in production before")
+        return GateResult("previous_production", False, NO_ROLLBACK_TARGET)
     if ctx.rollback_candidate != ctx.candidate.version:
         return GateResult(
             "previous_production",

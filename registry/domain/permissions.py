@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
@@ -49,7 +50,8 @@ def validate_patterns(patterns: Sequence[str] | None) -> list[str] | None:
     for p in patterns:
         if not _PATTERN.match(p):
             raise ValidationError(f"model pattern {p!r}: 1-256 characters, '*' and '?' as wildcards")
-    return list(patterns)
+    # In NFC, as model names are (registry.domain.model.normalize_name).
+    return [unicodedata.normalize("NFC", p) for p in patterns]
 
 
 def visible(patterns: Sequence[str] | None, model: str) -> bool:

@@ -4,14 +4,17 @@ the caller's scope does not exist for it), then the role."""
 from __future__ import annotations
 
 from registry.domain.errors import ForbiddenError, NotFoundError
-from registry.domain.model import RegisteredModel
+from registry.domain.model import RegisteredModel, normalize_name
 from registry.domain.permissions import Role, require, visible
 from registry.services.ports import UnitOfWork
 
 
-def check_visible(uow: UnitOfWork, name: str) -> None:
+def check_visible(uow: UnitOfWork, name: str) -> str:
+    """The name (in NFC, as names are stored) when the caller may see the model."""
+    name = normalize_name(name)
     if not visible(uow.actor.models, name):
         raise NotFoundError(f"model {name!r} does not exist")
+    return name
 
 
 def check_role(uow: UnitOfWork, needed: Role, what: str) -> None:
@@ -20,7 +23,7 @@ def check_role(uow: UnitOfWork, needed: Role, what: str) -> None:
 
 async def require_model(uow: UnitOfWork, name: str) -> RegisteredModel:
     """A visible model, for reading."""
-    check_visible(uow, name)
+    name = check_visible(uow, name)
     model = await uow.repo.get_model(name)
     if model is None:
         raise NotFoundError(f"model {name!r} does not exist")
@@ -29,7 +32,7 @@ async def require_model(uow: UnitOfWork, name: str) -> RegisteredModel:
 
 async def lock_model(uow: UnitOfWork, name: str, needed: Role, what: str) -> RegisteredModel:
     """A visible model, locked for a change the caller's role allows."""
-    check_visible(uow, name)
+    name = check_visible(uow, name)
     check_role(uow, needed, what)
     return await uow.repo.lock_model(name)
 

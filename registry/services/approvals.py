@@ -183,7 +183,7 @@ async def list_requests(model: str | None, state: str | None, requester: str | N
     if state is not None and state not in STATES:
         raise ValidationError(f"state must be one of {', '.join(STATES)}")
     if model is not None:
-        check_visible(uow, model)
+        model = check_visible(uow, model)
     limit = check_limit(limit)
     before = decode_cursor(cursor, int)
     query = RequestQuery(uow.actor.models, model, state, requester)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +51,15 @@ class Verification:
     checked: int
     first_bad_seq: int | None
     first_bad_chain: str | None = None
+    # How many chains were checked, and why the first bad one is bad: said, not compared.
+    chains: int = field(default=0, compare=False)
+    reason: str | None = field(default=None, compare=False)
+
+
+# Why a chain is broken, as ChainVerifier finds it.
+BAD_ROW = "the entry does not hash, link or number correctly"
+BAD_END = "the entries end short of, or past, the chain's head"
+NO_HEAD = "the entries belong to no chain head"
 
 
 class ChainVerifier:
@@ -66,7 +75,9 @@ class ChainVerifier:
 
     def __init__(self) -> None:
         self.checked = 0
+        self.chains = 0
         self.first_bad: tuple[str, int] | None = None
+        self.reason: str | None = None
         self._chain: str | None = None
         self._seq = 0
         self._hash = GENESIS
@@ -77,14 +88,24 @@ class ChainVerifier:
                 self._chain, self._seq, self._hash = row["chain"], 0, GENESIS
             self.checked += 1
             if self.first_bad is None and not self._row_ok(row):
-                self.first_bad = (row["chain"], row["seq"])
+                self._bad(row["chain"], row["seq"], BAD_ROW)
             self._seq, self._hash = row["seq"], row["hash"]
 
     def end_chain(self, chain: str, head_seq: int, head_hash: str) -> None:
         """Compare the chain's last row with its head (seq and hash)."""
+        self.chains += 1
         seq, digest = (self._seq, self._hash) if self._chain == chain else (0, GENESIS)
         if self.first_bad is None and (seq, digest) != (head_seq, head_hash):
-            self.first_bad = (chain, min(seq, head_seq) + 1 if seq != head_seq else seq)
+            self._bad(chain, min(seq, head_seq) + 1 if seq != head_seq else seq, BAD_END)
+
+    def headless(self, chain: str, first_seq: int) -> None:
+        """Entries of a chain that has no head row: broken at its first entry."""
+        self.chains += 1
+        self._bad(chain, first_seq, NO_HEAD)
+
+    def _bad(self, chain: str, seq: int, reason: str) -> None:
+        if self.first_bad is None:
+            self.first_bad, self.reason = (chain, seq), reason
 
     def _row_ok(self, row: dict[str, Any]) -> bool:
         try:
@@ -115,8 +136,36 @@ class ChainVerifier:
 
     def result(self) -> Verification:
         if self.first_bad is None:
-            return Verification(True, self.checked, None)
-        return Verification(False, self.checked, self.first_bad[1], self.first_bad[0])
+            return Verification(True, self.checked, None, chains=self.chains)
+        return Verification(False, self.checked, self.first_bad[1], self.first_bad[0],
+                            chains=self.chains, reason=self.reason)
+
+
+# Rows of one chain in seq order, in batches, up to a seq: ``rows(chain, upto)``.
+ChainRows = Callable[[str, int], AsyncIterator[list[dict[str, Any]]]]
+
+
+async def verify_chains(heads: Mapping[str, tuple[int, str]], rows: ChainRows,
+                        headless: Mapping[str, int] | None = None) -> Verification:
+    """The one verification of the audit log, for the service (``GET /audit/verify``) and for
+    ``python -m registry audit verify`` alike: every chain's rows up to its head (``{chain:
+    (seq, hash)}``, read *before* the rows, so later commits are not what is checked) must hash
+    and link from genesis, and the last one must be the entry the head records; so an emptied
+    table, or a deleted or re-hashed tail, is found as surely as an edited row (a tail rewritten
+    together with its head takes an anchor to find). ``headless`` names chains that have entries
+    but no head (``{chain: first seq}``): broken too.
+    """
+    verifier = ChainVerifier()
+    orphans = dict(headless or {})
+    for chain in sorted(set(heads) | set(orphans)):
+        if chain not in heads:
+            verifier.headless(chain, orphans[chain])
+            continue
+        head_seq, head_hash = heads[chain]
+        async for batch in rows(chain, head_seq):
+            verifier.feed(batch)
+        verifier.end_chain(chain, head_seq, head_hash)
+    return verifier.result()
 
 
 def scoped(uow: UnitOfWork, query: AuditQuery | None = None) -> AuditQuery:
@@ -130,7 +179,7 @@ def scoped(uow: UnitOfWork, query: AuditQuery | None = None) -> AuditQuery:
 async def _chain_of(model: str | None, uow: UnitOfWork) -> str | None:
     if model is None:
         return None
-    check_visible(uow, model)
+    model = check_visible(uow, model)
     chain = await uow.repo.chain_for_model_name(model)
     if chain is None:
         raise NotFoundError(f"model {model!r} has no audit log")
@@ -177,17 +226,16 @@ async def _rows(chain: str, upto: int, uow: UnitOfWork,
 
 
 async def verify_audit(model: str | None, uow: UnitOfWork) -> Verification:
-    """Recompute the chain(s) from the stored canonical text."""
-    verifier = ChainVerifier()
+    """Recompute the chain(s) from the stored canonical text and check each against its head
+    (:func:`verify_chains`)."""
     async with uow:
         chain = await _chain_of(model, uow)
-        for each in [chain] if chain is not None else await uow.repo.audit_chains(scoped(uow)):
-            # The head first: rows committed after it are not the chain this check is about.
-            head_seq, head_hash = await uow.repo.chain_head(each)
-            async for rows in _rows(each, head_seq, uow):
-                verifier.feed(rows)
-            verifier.end_chain(each, head_seq, head_hash)
-    return verifier.result()
+        query = replace(scoped(uow), chain=chain)
+        # The heads first: rows committed after them are not the chains this check is about.
+        heads = {h["chain"]: (h["seq"], h["hash"]) for h in await uow.repo.audit_heads(query)}
+        headless = {} if chain is not None else {
+            c: first for c, first in (await uow.repo.audit_log_chains(query)).items() if c not in heads}
+        return await verify_chains(heads, lambda each, upto: _rows(each, upto, uow), headless)
 
 
 async def list_events(model: str, after: int | None, limit: int | None, uow: UnitOfWork) -> Page:

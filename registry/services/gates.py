@@ -50,7 +50,7 @@ async def effective_policy(uow: UnitOfWork, model: RegisteredModel, stage: Stage
 
 def candidate(version: ModelVersion, artifacts: int = 0) -> Candidate:
     return Candidate(version.version, version.description, version.run_id, version.metrics,
-                     version.stage_since, artifacts)
+                     version.stage_since, artifacts, version.stage, version.left_by_rollback)
 
 
 async def assess(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion,

@@ -50,7 +50,7 @@ async def model_history(name: str, at: datetime, uow: UnitOfWork) -> ModelHistor
     if at.tzinfo is None:
         raise ValidationError("at must carry a time zone (RFC 3339)")
     at = at.astimezone(UTC)  # answers are in UTC, whatever offset the question used
-    check_visible(uow, name)
+    name = check_visible(uow, name)
     async with uow:
         chains = await uow.repo.chains_for_model_name(name)
         if not chains:

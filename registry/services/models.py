@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from registry.domain.errors import ConflictError
+from registry.domain.errors import ConflictError, NotFoundError, ValidationError
 from registry.domain.events import ModelCreated, ModelDeleted, ModelUpdated
-from registry.domain.model import RegisteredModel, validate_model_name, validate_tags
+from registry.domain.model import RegisteredModel, normalize_name, validate_model_name, validate_tags
 from registry.domain.permissions import Role
 from registry.domain.stages import Stage
-from registry.services.access import check_can_create, lock_model, require_model
+from registry.services.access import check_can_create, check_visible, lock_model
 from registry.services.commands import MISSING, CreateModel, DeleteModel, UpdateModel
 from registry.services.pagination import check_limit, decode_cursor, page
 from registry.services.ports import Page, UnitOfWork
@@ -34,25 +34,34 @@ def changed_fields(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[
 
 
 async def create_model(cmd: CreateModel, uow: UnitOfWork) -> RegisteredModel:
-    validate_model_name(cmd.name)
+    name = validate_model_name(cmd.name)  # in NFC: one model for every spelling of the name
     validate_tags(cmd.tags)
-    check_can_create(uow, cmd.name)
+    check_can_create(uow, name)
     async with uow:
-        model = await uow.repo.add_model(cmd.name, cmd.description, cmd.tags, uow.actor.name, uow.now())
+        model = await uow.repo.add_model(name, cmd.description, cmd.tags, uow.actor.name, uow.now())
         uow.record(model, ModelCreated(model=model.name, after=model.snapshot()))
         await uow.commit()
     return model
 
 
 async def get_model(name: str, uow: UnitOfWork) -> RegisteredModel:
+    """The model with the names of its aliases (one query)."""
+    name = check_visible(uow, name)
     async with uow:
-        return await require_model(uow, name)
+        model = await uow.repo.get_model(name, aliases=True)
+    if model is None:
+        raise NotFoundError(f"model {name!r} does not exist")
+    return model
 
 
 async def list_models(name_prefix: str | None, cursor: str | None, limit: int | None,
                       uow: UnitOfWork) -> Page:
     limit = check_limit(limit)
     after = decode_cursor(cursor, str)
+    if name_prefix:
+        if "\x00" in name_prefix:  # as the tag filter: one answer on both backends
+            raise ValidationError("name_prefix must not contain NUL characters")
+        name_prefix = normalize_name(name_prefix)
     async with uow:
         rows = await uow.repo.list_models(name_prefix, after, limit + 1, uow.actor.models)
     items, next_cursor = page(rows, limit, lambda m: m.name)
@@ -74,6 +83,8 @@ async def update_model(cmd: UpdateModel, uow: UnitOfWork) -> RegisteredModel:
             model.updated_at = uow.now()
             await uow.repo.update_model(model)
             uow.record(model, ModelUpdated(model=model.name, before=old, after=new))
+        model.aliases = [alias for alias, _ in await uow.repo.list_aliases(model, None, None)]
+        if new:
             await uow.commit()
     return model
 

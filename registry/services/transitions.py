@@ -13,7 +13,7 @@ import structlog
 from registry.domain import stages
 from registry.domain.errors import ForbiddenError, GateFailedError, NotFoundError, PreconditionFailedError
 from registry.domain.events import RequestApplied, RequestCancelled
-from registry.domain.gates import GateResult
+from registry.domain.gates import NO_ROLLBACK_TARGET, GateResult
 from registry.domain.model import ModelVersion, RegisteredModel
 from registry.domain.permissions import Role, role_for_transition
 from registry.domain.stages import Stage, Trigger
@@ -98,21 +98,23 @@ async def _check_transition_role(uow: UnitOfWork, model: RegisteredModel, versio
 
 
 async def rollback_model(cmd: RollbackModel, uow: UnitOfWork) -> TransitionResult:
-    """Put the most recent previously-production version back into production, archiving the
-    current one, in one transaction."""
+    """Put the previous production version back into production, archiving the current one, in
+    one transaction. Each rollback walks one step further back: the version it archives is never
+    a rollback target again. ``expected_production_version`` is checked first (412), so a rerun
+    after success is told the production version moved, even when no step back is left."""
     async with uow:
         model = await lock_model(uow, cmd.model, Role.RELEASER, "rolling back")
         number = await uow.repo.rollback_candidate(model)
-        if number is None:
+        # Version 0 never exists: without a candidate this reads the production version alone.
+        version, production = await uow.repo.get_version_and_production(model, number or 0)
+        _check_production(cmd.expected_production_version, production)
+        if version is None:
             given = bool(cmd.comment and cmd.comment.strip())
             raise GateFailedError([
-                GateResult("previous_production", False, "no archived version was in production before"),
+                GateResult("previous_production", False, NO_ROLLBACK_TARGET),
                 GateResult("comment", given,
                            "comment given" if given else "a rollback needs a comment saying why"),
             ])
-        version, production = await uow.repo.get_version_and_production(model, number)
-        assert version is not None  # versions are never deleted while their model exists
-        _check_production(cmd.expected_production_version, production)
         result = await move_checked(uow, model, version, production, Stage.PRODUCTION, cmd.comment)
         await uow.commit()
     log_stage_changed(result)
@@ -146,7 +148,8 @@ async def move_checked(uow: UnitOfWork, model: RegisteredModel, version: ModelVe
     if incumbent is not None:
         # The incumbent's UPDATE must reach the database before the target's: the partial
         # unique index on production is checked row by row.
-        _move(uow, model, incumbent, Trigger.ARCHIVE, comment, {"superseded_by": version.version})
+        _move(uow, model, incumbent, Trigger.ARCHIVE, comment, {"superseded_by": version.version},
+              by_rollback=trigger is Trigger.ROLLBACK)
         await uow.repo.save_version(incumbent)
         archived.append(incumbent.version)
     from_stage = version.stage
@@ -199,9 +202,10 @@ async def _settle_requests(uow: UnitOfWork, model: RegisteredModel, version: Mod
 
 
 def _move(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion, trigger: Trigger,
-          comment: str | None, extra: dict[str, Any], audit: dict[str, Any] | None = None) -> None:
+          comment: str | None, extra: dict[str, Any], audit: dict[str, Any] | None = None, *,
+          by_rollback: bool = False) -> None:
     uow.record(model, version.move(trigger, uow.now(), comment=comment, sequence=uow.next_sequence(model),
-                                   audit=audit, extra=extra))
+                                   audit=audit, extra=extra, by_rollback=by_rollback))
 
 
 def log_stage_changed(result: TransitionResult) -> None:

@@ -40,6 +40,17 @@ def check_if_match(if_match: str | None, version: ModelVersion) -> None:
         )
 
 
+def parse_tag_filter(tag: str) -> tuple[str, str]:
+    """A ``tag`` filter, ``key:value`` (the key not empty), as a (key, value) pair. NUL is refused
+    here, so both backends answer alike (PostgreSQL text cannot hold it; SQLite would match none)."""
+    key, sep, value = tag.partition(":")
+    if not sep or not key:
+        raise ValidationError(f"tag filter {tag!r} must be key:value")
+    if "\x00" in tag:
+        raise ValidationError(f"tag filter {tag!r} must not contain NUL characters")
+    return key, value
+
+
 async def register_model_version(cmd: RegisterModelVersion, uow: UnitOfWork) -> ModelVersion:
     """Allocate the next version number from the model's counter and record the version in `none`."""
     validate_tags(cmd.tags)
@@ -75,12 +86,7 @@ async def list_model_versions(model_name: str, stage: str | None, run_id: str | 
     limit = check_limit(limit)
     after = decode_cursor(cursor, int) or 0
     wanted_stage = Stage.parse(stage) if stage is not None else None
-    tag_pairs = []
-    for tag in tags:
-        key, sep, value = tag.partition(":")
-        if not sep or not key:
-            raise ValidationError(f"tag filter {tag!r} must be key:value")
-        tag_pairs.append((key, value))
+    tag_pairs = [parse_tag_filter(tag) for tag in tags]
     async with uow:
         model = await require_model(uow, model_name)
         rows = await uow.repo.list_versions(model, wanted_stage, run_id, tag_pairs, after, limit + 1)
@@ -91,7 +97,7 @@ async def list_model_versions(model_name: str, stage: str | None, run_id: str | 
 async def versions_in_stage(model_name: str, stage: str, uow: UnitOfWork) -> list[ModelVersion]:
     """What serving asks ("which version is in production?"): one indexed query."""
     wanted = Stage.parse(stage)
-    check_visible(uow, model_name)
+    model_name = check_visible(uow, model_name)
     async with uow:
         members = await uow.repo.versions_in_stage_by_name(model_name, wanted)
     if members is None:

@@ -1133,8 +1133,12 @@ def test_rollback_restores_the_previous_production_version(c: httpx.Client, who:
     changes = [e for e in events(c, name) if e["type"] == "model_version.stage_changed"][-2:]
     assert [(e["version"], e["data"]["to_stage"], e["data"]["trigger"]) for e in changes] == [
         (2, "archived", "archive"), (1, "production", "rollback")]
-    # v2 is now the most recent previous production version: a second rollback brings it back.
-    assert rollback(c, name, comment="v1 is worse").json()["version"]["version"] == 2
+    # v2 left production by a rollback, so a second rollback does not bring it back (no flip-flop):
+    # there is no step further back, so it is refused and nothing changes.
+    before = snapshot(c, name)
+    problem = assert_problem(rollback(c, name, comment="v1 is worse"), 422, "gate_failed")
+    assert problem["failed"] == ["previous_production"]
+    assert snapshot(c, name) == before
 
 
 def test_rollback_skips_metric_and_check_gates(c: httpx.Client) -> None:

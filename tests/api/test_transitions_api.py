@@ -275,9 +275,13 @@ def test_rollback_needs_a_comment_and_the_most_recent_previous_production(c: htt
     assert (t["from_stage"], t["trigger"], t["archived"], t["comment"]) == (
         "archived", "rollback", [3], "v3 is broken")
     assert [stage_of(c, name, v) for v in (1, 2, 3)] == ["archived", "production", "archived"]
-    # v3 left production last, so it is now the one to roll back to, not v1.
-    assert_problem(post(c, name, 1, {"to_stage": "production", "comment": "again"}), 422, "gate_failed")
-    assert move(c, name, 3, "production", comment="fixed after all")["transition"]["archived"] == [2]
+    # v3 left production by a rollback: never a rollback target again; the next step back is v1.
+    body = assert_problem(post(c, name, 3, {"to_stage": "production", "comment": "fixed after all"}),
+                          422, "gate_failed")
+    assert body["failed"] == ["previous_production"]
+    assert "version 3 left production by a rollback" in body["results"][1]["detail"]
+    assert move(c, name, 1, "production", comment="again")["transition"]["archived"] == [2]
+    assert [stage_of(c, name, v) for v in (1, 2, 3)] == ["production", "archived", "archived"]
 
 
 def test_a_version_never_in_production_cannot_be_rolled_back_to(c: httpx.Client) -> None:

@@ -2,7 +2,8 @@
 ``requests``) run as real processes against a real ``python -m registry serve`` on both backends,
 scripting what a CI/CD pipeline and its release engineers do.
 
-Exit codes: 0 ok or allowed, 1 refused, 2 usage error or unreachable server.
+Exit codes: 0 ok or allowed, 1 refused, 2 usage error or unreachable server, 3 a rollback with nothing
+to do (the version named by ``--from`` is no longer in production).
 """
 
 from __future__ import annotations
@@ -250,10 +251,12 @@ def test_a_stale_expected_production_version_gets_412_and_rollback_restores(pipe
     moved = pipeline.ok("promote", model, str(v2), "--to", "production", "--expected-production-version", str(v1))
     assert moved.strip() == f"{model} v{v2}: staging -> production (promote); archived v{v1}"
 
-    stale = pipeline.refused("rollback", model, "--comment", "v2 regressed", "--expected-production-version",
-                             str(v1))
-    assert "precondition_failed (412)" in stale.stderr
-    rolled = pipeline.ok("rollback", model, "--comment", "v2 regressed")
+    # Rolling back from a version no longer in production does nothing, with its own exit code.
+    stale = pipeline.run("rollback", model, "--comment", "v2 regressed", "--from", str(v1))
+    assert stale.returncode == 3, (stale.stdout, stale.stderr)
+    assert stale.stdout.strip() == (f"nothing to do: {model} v{v1} is no longer in production (now: v{v2}); "
+                                    "nothing was changed")
+    rolled = pipeline.ok("rollback", model, "--comment", "v2 regressed", "--from", str(v2))
     assert rolled.strip() == f"{model} v{v1}: archived -> production (rollback); archived v{v2}"
     assert (pipeline.stage(model, v1), pipeline.stage(model, v2)) == ("production", "archived")
 
@@ -334,7 +337,9 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], monkeypatch: py
                  ["promote", "m", "0", "--to", "production"],
                  ["promote", "m", "1", "--to", "production", "--expected-production-version", "latest"],
                  ["promote", "m", "1", "--to", "production", "--idempotency-key", "has space"],
-                 ["rollback", "m"], ["checks", "report", "m", "1", "unit", "--status", "green"]):
+                 ["rollback", "m"], ["rollback", "m", "--comment", "no --from"],
+                 ["rollback", "m", "--comment", "c", "--from", "latest"],
+                 ["checks", "report", "m", "1", "unit", "--status", "green"]):
         with pytest.raises(SystemExit) as exited:
             main(args)
         assert exited.value.code == 2, args

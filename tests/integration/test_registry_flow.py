@@ -257,11 +257,18 @@ async def test_rollback_end_to_end(container: Container) -> None:
     again = await move(container, name, 1, "production", comment="v3 is slower")
     assert again.transition.archived == [3]
     assert await stages(container, name) == {1: "production", 2: "archived", 3: "archived"}
-    # And now v3 (just archived) is the only rollback target.
-    with pytest.raises(GateFailedError):
-        await move(container, name, 2, "production", comment="no")
-    await move(container, name, 3, "production", comment="back to v3")
+    # v3 and v2 both left production by a rollback: neither is a rollback target (no flip-flop),
+    # and no step further back is left. v3 comes back only through staging and a promotion.
+    for number in (2, 3):
+        with pytest.raises(GateFailedError) as barred:
+            await move(container, name, number, "production", comment="no")
+        assert barred.value.failed == ["previous_production"]
+    await move(container, name, 3, "staging")
+    assert (await move(container, name, 3, "production", comment="fixed")).transition.trigger \
+        is Trigger.PROMOTE
     assert await stages(container, name) == {1: "archived", 2: "archived", 3: "production"}
+    # v1 left production normally this time: the rollback target again.
+    assert (await move(container, name, 1, "production", comment="v3 again")).transition.archived == [3]
 
 
 async def test_rollback_after_a_plain_archive_of_production(container: Container) -> None:

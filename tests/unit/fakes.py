@@ -68,8 +68,11 @@ class FakeRepository:
     def __init__(self, state: State) -> None:
         self.state = state
 
-    async def get_model(self, name: str) -> RegisteredModel | None:
-        return copy.deepcopy(self.state.models.get(name))
+    async def get_model(self, name: str, *, aliases: bool = False) -> RegisteredModel | None:
+        model = copy.deepcopy(self.state.models.get(name))
+        if model is not None and aliases:
+            model.aliases = sorted(a for m, a in self.state.aliases if m == model.id)
+        return model
 
     async def lock_model(self, name: str) -> RegisteredModel:
         model = await self.get_model(name)
@@ -145,8 +148,7 @@ class FakeRepository:
                               if m == model.id and v.stage is stage])
 
     async def rollback_candidate(self, model: RegisteredModel) -> int | None:
-        left = [v for (m, _), v in self.state.versions.items()
-                if m == model.id and v.stage is Stage.ARCHIVED and v.left_production_seq is not None]
+        left = [v for (m, _), v in self.state.versions.items() if m == model.id and v.is_rollback_target]
         return max(left, key=lambda v: v.left_production_seq or 0).version if left else None
 
     async def get_alias(self, model: RegisteredModel, alias: str) -> AliasRecord | None:
@@ -168,6 +170,12 @@ class FakeRepository:
 
     async def delete_alias(self, model: RegisteredModel, alias: str) -> None:
         del self.state.aliases[(model.id, alias)]
+
+    async def list_aliases(self, model: RegisteredModel, after: str | None,
+                           limit: int | None) -> list[tuple[str, AliasRecord]]:
+        found = sorted((a, r) for (m, a), r in self.state.aliases.items()
+                       if m == model.id and (after is None or a > after))
+        return found[:limit]
 
     # -- checks, policies, transition requests ----------------------------------------------------
 

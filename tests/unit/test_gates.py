@@ -607,8 +607,8 @@ def test_rollback_to_a_version_other_than_the_candidate_names_the_candidate() ->
 
 def test_rollback_without_any_previous_production_version_fails() -> None:
     [previous, _] = rollback(rollback_candidate=None)
-    assert previous == GateResult("previous_production", False,
-                                  "no archived version was in production before")
+    assert previous == GateResult("previous_production", False, "no version to roll back to: no "
+                                  "archived version left production other than by a rollback")
 
 
 @pytest.mark.parametrize("comment", [None, "", "   ", "\t\n"], ids=repr)

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert, literal, or_, select, true, tuple_, update
+from sqlalchemy import and_, bindparam, exists, func, insert, literal, not_, or_, select, true, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
+from registry.adapters.db.aggregates import joined_names, split_names
 from registry.adapters.db.artifact_queries import ArtifactQueries
 from registry.adapters.db.deliveries import DeliveryQueries
 from registry.adapters.db.gate_queries import GateQueries
@@ -43,6 +44,17 @@ class ChainHead:
     event_seq: int
 
 
+# The names of the aliases at a version, and of a model's aliases: correlated subqueries, so they come
+# in the row of the version (or model) that a read fetches anyway (see aggregates.py).
+_AT_VERSION = aliases_t.alias("version_aliases")
+_VERSION_ALIASES = (select(joined_names(_AT_VERSION.c.alias))
+                    .where(_AT_VERSION.c.model_id == versions_t.c.model_id,
+                           _AT_VERSION.c.version == versions_t.c.version)
+                    .correlate(versions_t).scalar_subquery().label("aliases"))
+_OF_MODEL = aliases_t.alias("model_aliases_of")
+_MODEL_ALIASES = (select(joined_names(_OF_MODEL.c.alias)).where(_OF_MODEL.c.model_id == models_t.c.id)
+                  .correlate(models_t).scalar_subquery().label("aliases"))
+
 _MODEL_COLS = (models_t.c.id, models_t.c.name, models_t.c.description, models_t.c.tags,
                models_t.c.created_at, models_t.c.updated_at, models_t.c.created_by,
                models_t.c.last_version)
@@ -50,8 +62,8 @@ _VERSION_COLS = (versions_t.c.id, versions_t.c.model_id, versions_t.c.version, v
                  versions_t.c.source, versions_t.c.run_id, versions_t.c.description,
                  versions_t.c.tags, versions_t.c.metrics, versions_t.c.inputs,
                  versions_t.c.created_at, versions_t.c.updated_at, versions_t.c.created_by,
-                 versions_t.c.revision, versions_t.c.left_production_seq, versions_t.c.stage_since,
-                versions_t.c.sealed_at, versions_t.c.manifest_digest)
+                 versions_t.c.revision, versions_t.c.left_production_seq, versions_t.c.left_by_rollback,
+                 versions_t.c.stage_since, versions_t.c.sealed_at, versions_t.c.manifest_digest, _VERSION_ALIASES)
 
 
 def _model(row: Any) -> RegisteredModel:
@@ -68,7 +80,9 @@ def _version(row: Any, model_name: str) -> ModelVersion:
         inputs=[DatasetRef(i["namespace"], i["name"], i.get("version")) for i in row.inputs],
         created_at=row.created_at, updated_at=row.updated_at, created_by=row.created_by,
         revision=row.revision, left_production_seq=row.left_production_seq,
-        stage_since=row.stage_since, sealed_at=row.sealed_at, manifest_digest=row.manifest_digest,
+        left_by_rollback=bool(row.left_by_rollback), stage_since=row.stage_since,
+        sealed_at=row.sealed_at, manifest_digest=row.manifest_digest,
+        aliases=split_names(row.aliases),
     )
 
 
@@ -95,6 +109,7 @@ def _policy_rules(stage: Stage) -> Any:
 
 
 _GET_MODEL = Query(select(*_MODEL_COLS).where(models_t.c.name == bindparam("name")))
+_GET_MODEL_AND_ALIASES = Query(select(*_MODEL_COLS, _MODEL_ALIASES).where(models_t.c.name == bindparam("name")))
 # The model, its chain head and its policies for staging and production, in the one statement
 # that locks them: a move then needs no round trip of its own for the policy.
 _LOCK_MODEL = Query(
@@ -126,7 +141,16 @@ _VERSION_AND_PRODUCTION = Query(
 _SAVE_VERSION = Query(update(versions_t).where(
     versions_t.c.model_id == bindparam("p_model_id"), versions_t.c.version == bindparam("p_version"),
 ).values(bound(versions_t, "stage", "description", "tags", "metrics", "revision",
-               "left_production_seq", "stage_since", "updated_at", "sealed_at", "manifest_digest")))
+               "left_production_seq", "left_by_rollback", "stage_since", "updated_at", "sealed_at",
+               "manifest_digest")))
+# The version a rollback goes back to (ModelVersion.is_rollback_target): the archived one that left
+# production last, other than by a rollback.
+_ROLLBACK_CANDIDATE = Query(
+    select(versions_t.c.version)
+    .where(versions_t.c.model_id == bindparam("model_id"), versions_t.c.stage == Stage.ARCHIVED.value,
+           versions_t.c.left_production_seq.is_not(None), not_(versions_t.c.left_by_rollback))
+    .order_by(versions_t.c.left_production_seq.desc()).limit(1)
+)
 _IN_STAGE_BY_NAME = Query(
     select(models_t.c.id.label("mid"), *_VERSION_COLS)
     .select_from(models_t.outerjoin(versions_t, and_(versions_t.c.model_id == models_t.c.id,
@@ -188,9 +212,15 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
 
     # -- models -------------------------------------------------------------------------------
 
-    async def get_model(self, name: str) -> RegisteredModel | None:
-        row = await self.db.first(_GET_MODEL, name=name)
-        return _model(row) if row else None
+    async def get_model(self, name: str, *, aliases: bool = False) -> RegisteredModel | None:
+        """The model; with ``aliases``, their names too (in the same query)."""
+        row = await self.db.first(_GET_MODEL_AND_ALIASES if aliases else _GET_MODEL, name=name)
+        if row is None:
+            return None
+        model = _model(row)
+        if aliases:
+            model.aliases = split_names(row.aliases)
+        return model
 
     async def lock_model(self, name: str) -> RegisteredModel:
         """Lock the model's row and its chain head (SELECT ... FOR UPDATE; on SQLite the
@@ -240,7 +270,7 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
 
     async def list_models(self, name_prefix: str | None, after: str | None, limit: int,
                           patterns: Sequence[str] | None = None) -> list[RegisteredModel]:
-        stmt = select(*_MODEL_COLS).order_by(models_t.c.name).limit(limit)
+        stmt = select(*_MODEL_COLS, _MODEL_ALIASES).order_by(models_t.c.name).limit(limit)
         if patterns is not None:
             stmt = stmt.where(name_matches(models_t.c.name, patterns, self.sqlite))
         if name_prefix:
@@ -249,7 +279,11 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
                               func.substr(models_t.c.name, 1, len(name_prefix)) == name_prefix)
         if after is not None:
             stmt = stmt.where(models_t.c.name > after)
-        return [_model(r) for r in await self.conn.execute(stmt)]
+        found = []
+        for row in await self.conn.execute(stmt):
+            found.append(model := _model(row))
+            model.aliases = split_names(row.aliases)
+        return found
 
     # -- versions -----------------------------------------------------------------------------
 
@@ -288,7 +322,8 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
     async def save_version(self, v: ModelVersion) -> None:
         await self.db.run(_SAVE_VERSION, p_model_id=v.model_id, p_version=v.version, stage=v.stage.value,
                           description=v.description, tags=v.tags, metrics=v.metrics, revision=v.revision,
-                          left_production_seq=v.left_production_seq, stage_since=v.stage_since,
+                          left_production_seq=v.left_production_seq,
+                          left_by_rollback=v.left_by_rollback, stage_since=v.stage_since,
                           updated_at=v.updated_at, sealed_at=v.sealed_at,
                           manifest_digest=v.manifest_digest)
 
@@ -321,12 +356,7 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
         return [_version(r, name) for r in rows if r.id is not None]
 
     async def rollback_candidate(self, model: RegisteredModel) -> int | None:
-        stmt = (select(versions_t.c.version)
-                .where(versions_t.c.model_id == model.id,
-                       versions_t.c.stage == Stage.ARCHIVED.value,
-                       versions_t.c.left_production_seq.is_not(None))
-                .order_by(versions_t.c.left_production_seq.desc()).limit(1))
-        return (await self.conn.execute(stmt)).scalar_one_or_none()
+        return await self.db.scalar(_ROLLBACK_CANDIDATE, model_id=model.id)
 
     # -- aliases ------------------------------------------------------------------------------
 
@@ -350,6 +380,16 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
         if result.rowcount == 0:
             await self.conn.execute(insert(aliases_t).values(model_id=model.id, alias=alias,
                                                              version=version, protected=protected))
+
+    async def list_aliases(self, model: RegisteredModel, after: str | None,
+                           limit: int | None) -> list[tuple[str, AliasRecord]]:
+        """The model's aliases by name (bytewise on both backends), after ``after``."""
+        name = aliases_t.c.alias if self.sqlite else aliases_t.c.alias.collate("C")
+        stmt = (select(aliases_t.c.alias, aliases_t.c.version, aliases_t.c.protected)
+                .where(aliases_t.c.model_id == model.id).order_by(name).limit(limit))
+        if after is not None:
+            stmt = stmt.where(name > after)
+        return [(r.alias, AliasRecord(r.version, bool(r.protected))) for r in await self.conn.execute(stmt)]
 
     async def delete_alias(self, model: RegisteredModel, alias: str) -> None:
         await self.conn.execute(aliases_t.delete().where(aliases_t.c.model_id == model.id,
@@ -416,16 +456,11 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
         return [{"chain": r.id, "model": r.model_name, "seq": r.audit_seq, "hash": r.audit_hash}
                 for r in await self.conn.execute(stmt)]
 
-    async def audit_chains(self, query: AuditQuery | None = None) -> list[str]:
-        stmt = select(chains_t.c.id).order_by(chains_t.c.id)
-        if query is not None:
-            stmt = stmt.where(_visible_chain(chains_t.c.id, query, self.sqlite))
-        return list((await self.conn.execute(stmt)).scalars())
-
-    async def chain_head(self, chain: str) -> tuple[int, str]:
-        row = (await self.conn.execute(select(chains_t.c.audit_seq, chains_t.c.audit_hash)
-                                       .where(chains_t.c.id == chain))).one()
-        return row.audit_seq, row.audit_hash
+    async def audit_log_chains(self, query: AuditQuery) -> dict[str, int]:
+        """The chains the audit entries name (with each one's first seq), heads or not."""
+        stmt = (select(audit_t.c.chain, func.min(audit_t.c.seq))
+                .where(_visible_chain(audit_t.c.chain, query, self.sqlite)).group_by(audit_t.c.chain))
+        return {chain: first for chain, first in await self.conn.execute(stmt)}
 
     async def audit_chain_rows(self, chain: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
         stmt = (select(audit_t.c.chain, audit_t.c.seq, audit_t.c.at, audit_t.c.actor,

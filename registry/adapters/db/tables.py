@@ -144,6 +144,10 @@ class VersionRow(SQLModel, table=True):
     inputs: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     revision: int = Field(sa_column=Column(Integer, nullable=False, server_default="1"))
     left_production_seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # Whether it last left production because a rollback replaced it: never a rollback target then.
+    # No Python-side default: an INSERT that leaves it out gets the server's false.
+    left_by_rollback: bool = Field(default=False, sa_column=Column(Boolean, nullable=False,
+                                                                    server_default=false()))
     # When the version entered its current stage (the minimum-time-in-staging gate reads it).
     stage_since: datetime | None = _ts(nullable=True)
     created_at: datetime = _ts()

@@ -122,9 +122,12 @@ class GateController(Controller):
           responses=problem_responses(400, 403, 404, 409, 412, 422))
     async def rollback(self, request: Request[Any, Any, Any], name: ModelPath,
                        data: JSONBody[RollbackRequest]) -> Response[TransitionResponse]:
-        """Put the most recent previously-production version (now archived) back into production
-        and archive the current one, in one transaction (releaser; a comment is required, 422
-        `gate_failed` without). `expected_production_version`: 412 when stale."""
+        """One step back in the production history: the version that held production before the
+        current one (archived, and not itself archived by a rollback) back into production and
+        the current one archived, in one transaction (releaser; a comment is required, 422
+        `gate_failed` without it or when no step back is left). `expected_production_version`,
+        the version to roll back from: 412 when it is no longer in production, so a re-run
+        changes nothing."""
         cmd = RollbackModel(name, data.comment, given(data.expected_production_version))
         result = await transitions.rollback_model(cmd, writer(request))
         return with_etag(TransitionResponse.of(result), result.version.etag)

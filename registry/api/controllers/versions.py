@@ -12,6 +12,8 @@ from registry.api.deps import AliasPath, ModelPath, VersionPath, given, parse_ti
 from registry.api.errors import problem_responses
 from registry.api.schemas import (
     NO_NUL,
+    AliasItem,
+    AliasList,
     AliasResponse,
     DatasetBody,
     HistoryStages,
@@ -30,6 +32,7 @@ from registry.api.schemas import (
     TransitionResponse,
     UpdateVersionRequest,
 )
+from registry.domain.model import normalize_name
 from registry.services import aliases, history, lineage, transitions, versions
 from registry.services.commands import (
     DeleteAlias,
@@ -155,6 +158,18 @@ class VersionController(Controller):
                                 [StageHolder(v) for v in h.staging]),
             h.aliases)
 
+    @get("/aliases", operation_id="listAliases", responses=problem_responses(400, 404))
+    async def list_aliases(
+        self, request: Request[Any, Any, Any], name: ModelPath,
+        limit: Annotated[int | None, QueryParameter(ge=1, le=1000, description="page size (default 50)")] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=2048, description="from next_cursor")] = None,
+    ) -> AliasList:
+        """The model's aliases, ordered by alias name (code point order, the same on every
+        backend), a page at a time."""
+        result = await aliases.list_aliases(name, cursor, limit, reader(request))
+        return AliasList([AliasItem(alias, r.version, r.protected) for alias, r in result.items],
+                         result.next_cursor)
+
     @put("/aliases/{alias:str}", operation_id="setAlias", responses=problem_responses(400, 403, 404))
     async def set_alias(self, request: Request[Any, Any, Any], name: ModelPath, alias: AliasPath,
                         data: JSONBody[SetAliasRequest]) -> AliasResponse:
@@ -162,14 +177,14 @@ class VersionController(Controller):
         deleted or (un)protected by admins only."""
         v, protected = await aliases.set_alias(SetAlias(name, alias, data.version, data.protected),
                                                writer(request))
-        return AliasResponse(name, alias, v.version, protected, ModelVersionResponse.of(v))
+        return AliasResponse(v.model, normalize_name(alias), v.version, protected, ModelVersionResponse.of(v))
 
     @get("/aliases/{alias:str}", operation_id="getAlias", responses=problem_responses(400, 404))
     async def get_alias(self, request: Request[Any, Any, Any], name: ModelPath,
                         alias: AliasPath) -> AliasResponse:
         """The version the alias points at."""
         v, protected = await aliases.get_alias(name, alias, reader(request))
-        return AliasResponse(name, alias, v.version, protected, ModelVersionResponse.of(v))
+        return AliasResponse(v.model, normalize_name(alias), v.version, protected, ModelVersionResponse.of(v))
 
     @delete("/aliases/{alias:str}", operation_id="deleteAlias", responses=problem_responses(400, 403, 404))
     async def delete_alias(self, request: Request[Any, Any, Any], name: ModelPath, alias: AliasPath) -> None:
