@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from registry.adapters.db.changes import write_changes
+from registry.adapters.db.engine import create_engine
 from registry.adapters.db.repository import _ADD_VERSION, _GET_VERSION
 from registry.adapters.db.tables import models_t, versions_t
-from registry.bootstrap import Container
+from registry.bootstrap import Container, build
+from registry.config import Settings
 from registry.domain.errors import NotFoundError, TransientConflictError
 from registry.domain.stages import Stage
 from tests.integration.helpers import ALICE, audit_rows, chain_of, move, new_model, reader, register
@@ -147,3 +150,31 @@ async def test_a_lock_of_a_missing_model_is_not_found_and_leaves_nothing_open(
     async with asyncio.timeout(5):
         [registered] = await register(container, name)
     assert registered.version == 1
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_connection_returned_inside_a_transaction_is_never_handed_out_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A connection that came back to the pool with its asyncpg transaction still open (an error
+    path that skipped the ROLLBACK) would turn the next writer's BEGIN into a SAVEPOINT and its
+    COMMIT into a release of it: a 2xx for a write never committed. The pool must drop it."""
+    settings = Settings.from_env({"REGISTRY_DATABASE_URL": database_url, "REGISTRY_DATA_DIR": str(tmp_path),
+                                  "REGISTRY_DB_POOL_SIZE": "1"})  # one connection: the next writer gets it
+    c = build(settings)
+    try:
+        conn = await c.engine.connect()
+        leaked = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+        await leaked.transaction().start()
+        await conn.close()  # back to the pool, still inside the transaction
+        name = await new_model(c)
+        assert leaked.is_closed()  # dropped, not reused
+    finally:
+        await c.close()
+    other = create_engine(database_url, null_pool=True)
+    try:
+        async with other.connect() as check:
+            found = await check.execute(select(models_t.c.name).where(models_t.c.name == name))
+            assert found.scalar_one_or_none() == name  # committed for everyone to see
+    finally:
+        await other.dispose()

@@ -11,12 +11,15 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+log = structlog.get_logger("registry.db")
 
 
 def is_sqlite(url: str) -> bool:
@@ -57,7 +60,24 @@ def create_engine(url: str, *, pool_size: int = 20, null_pool: bool = False,
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
         _configure_sqlite(engine)
+    else:
+        _refuse_open_transactions(engine)
     return engine
+
+
+def _refuse_open_transactions(engine: AsyncEngine) -> None:
+    """Never hand out a connection still inside a transaction. Units of work run their
+    transactions on asyncpg directly, which SQLAlchemy's reset-on-return does not see; a
+    connection that came back without its ROLLBACK (a bug on an error path, or one the garbage
+    collector returned) would make the next writer's BEGIN a mere SAVEPOINT, and its COMMIT a
+    release of it: a 2xx for a write that is never committed. The pool drops such a connection
+    and hands out another (DisconnectionError); the check reads a flag, with no round trip."""
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if dbapi_connection.driver_connection.is_in_transaction():
+            log.error("pooled_connection_in_transaction", detail="dropped; a fresh one is used")
+            raise DisconnectionError("a pooled connection was still inside a transaction")
 
 
 def _create_private(database: str | None) -> None:
