@@ -24,6 +24,7 @@ from registry.api.errors import EXCEPTION_HANDLERS
 from registry.api.idempotency import IdempotencyMiddleware
 from registry.api.middleware import RequestIdMiddleware, TokenAuthMiddleware
 from registry.api.openapi import tighten
+from registry.api.strict import StrictRequest, install, reject_loose_query
 from registry.bootstrap import Container
 
 Hook = Callable[[], Awaitable[None]]
@@ -71,6 +72,10 @@ def create_app(container: Container, *, on_startup: Sequence[Hook] = (),
                         WebhookController, LineageSinkController, GateController,
                         TransitionRequestController, ArtifactController, resolve_uri],
         middleware=[DefineMiddleware(TokenAuthMiddleware)],
+        # Strict bodies and queries for every operation (see strict.py); a handler's own
+        # before_request would replace the check, so none declares one.
+        request_class=StrictRequest,
+        before_request=reject_loose_query,
     )
 
     async def close() -> None:
@@ -87,6 +92,7 @@ def create_app(container: Container, *, on_startup: Sequence[Hook] = (),
     )
     app.state.container = container
     _fix_default_options(app)
+    install(app)
     tighten(app.openapi_schema)  # cached: /schema serves the tightened document too
     return app
 

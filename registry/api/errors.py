@@ -17,6 +17,7 @@ from litestar.exceptions import (
 from litestar.openapi.datastructures import ResponseSpec
 
 from registry.api.schemas import Problem
+from registry.api.wording import humanize
 from registry.domain import errors as e
 from registry.services.idempotency import Replay
 
@@ -77,10 +78,18 @@ def replay_handler(request: Request, exc: Replay) -> Response[bytes]:
 
 
 def validation_handler(request: Request, exc: ValidationException) -> Response[Problem]:
-    errors = exc.extra if isinstance(exc.extra, list) else None
-    detail = "; ".join(f"{err.get('key') or 'body'}: {err.get('message')}" for err in errors or []
-                       if isinstance(err, dict)) or str(exc.detail)
+    errors = [{**err, "message": humanize(str(err.get("message", "")),
+                                          in_body=err.get("source", "body") == "body")}
+              for err in exc.extra if isinstance(err, dict)] if isinstance(exc.extra, list) else None
+    detail = "; ".join(_error_line(err) for err in errors or []) or str(exc.detail)
     return problem(400, "validation_error", "Invalid request", detail, request, errors=errors)
+
+
+def _error_line(err: dict[str, Any]) -> str:
+    """'metrics.auc: expected a number, got a string'; a message that names its key already
+    ("unknown query parameter 'order_by'") is not prefixed with it."""
+    key, message = err.get("key") or "body", err["message"]
+    return message if f"'{key}'" in message else f"{key}: {message}"
 
 
 def http_error_handler(request: Request, exc: HTTPException) -> Response[Problem]:

@@ -29,7 +29,7 @@ def decode_cursor(cursor: str | None, kind: type) -> Any:
         return None
     try:
         decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a forged cursor of nested brackets
         raise ValidationError("cursor is not one this service issued") from None
     if not isinstance(decoded, list) or len(decoded) != 1:
         raise ValidationError("cursor is not one this service issued")
