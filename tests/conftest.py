@@ -58,6 +58,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="chaos suite (tests/reliability): the long form, minutes of load and more "
+                          "faults, for the figures")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Without ``REGISTRY_TEST_DATABASE_URL``, make a throwaway database for this run on the
     local PostgreSQL (tests/provision.py), or stop with the commands that fix it."""
