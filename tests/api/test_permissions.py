@@ -188,6 +188,10 @@ def _champion(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
     assert (r.json()["alias"], r.json()["version"]) == ("champion", 1)
 
 
+def _aliases(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    assert [(a["alias"], a["version"]) for a in r.json()["items"]] == [("champion", 1)]
+
+
 def _own_audit(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
     items = r.json()["items"]
     assert items and {e["model"] for e in items} == {ctx["m"]}
@@ -360,6 +364,7 @@ TABLE: tuple[Row, ...] = (
     read("getModelVersion", "getModelVersion", "/models/{m}/versions/1", _version_1),
     read("getStageHistory", "getStageHistory", "/models/{m}/versions/1/transitions", _stage_history),
     read("getVersionsInStage", "getVersionsInStage", "/models/{m}/stages/production", _production),
+    read("listAliases", "listAliases", "/models/{m}/aliases", _aliases),
     read("getAlias", "getAlias", "/models/{m}/aliases/champion", _champion),
     read("listAudit", "listAudit", "/audit", _own_audit, model="{m}"),
     read("verifyAudit", "verifyAudit", "/audit/verify", _verified, model="{m}"),
