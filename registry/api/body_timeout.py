@@ -9,11 +9,10 @@ so a slow but steady upload is never cut; only silence is.
 from __future__ import annotations
 
 import asyncio
-import json
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from registry.api.errors import PROBLEM_MEDIA_TYPE, TYPE_BASE
+from registry.api.errors import send_problem
 
 
 class BodyIdleTimeout:
@@ -54,15 +53,7 @@ class BodyIdleTimeout:
 
         await self.app(scope, timed_receive, guarded_send)
         if timed_out and not started:
-            await _request_timeout(send, self.idle)
+            await send_problem(send, 408, "request_timeout", "Request timeout",
+                               f"no part of the request body arrived for {self.idle:g} s",
+                               [(b"connection", b"close")])
 
-
-async def _request_timeout(send: Send, idle: float) -> None:
-    body = json.dumps({
-        "type": TYPE_BASE + "request_timeout", "title": "Request timeout", "status": 408,
-        "detail": f"no part of the request body arrived for {idle:g} s", "code": "request_timeout",
-    }).encode()
-    await send({"type": "http.response.start", "status": 408, "headers": [
-        (b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body, "more_body": False})

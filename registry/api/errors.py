@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -15,6 +17,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.types import Send
 
 from registry.api.schemas import Problem
 from registry.api.wording import humanize
@@ -50,22 +53,35 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
     }
 
 
+# Seconds a client should wait before retrying a 503 (every 503 says so): long enough not to hammer
+# a database that is recovering, short enough that a pipeline's next attempt lands soon after it.
+RETRY_AFTER = "2"
+
+
 def problem(status: int, code: str, title: str, detail: str, request: Request | None = None,
             headers: dict[str, str] | None = None, **extensions: Any) -> Response[Problem]:
     body = Problem(type=TYPE_BASE + code, title=title, status=status, detail=detail, code=code,
                    instance=request.url.path if request is not None else None, **extensions)
+    if status == 503:
+        headers = {**(headers or {}), "Retry-After": RETRY_AFTER}
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
-# Seconds a client should wait before retrying a 503: long enough not to hammer a database that
-# is recovering, short enough that a pipeline's next attempt lands soon after it does.
-RETRY_AFTER = "2"
+async def send_problem(send: Send, status: int, code: str, title: str, detail: str,
+                       headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """A problem response written to the ASGI ``send`` directly, for middleware outside the app."""
+    body = json.dumps({"type": TYPE_BASE + code, "title": title, "status": status,
+                       "detail": detail, "code": code}).encode()
+    start = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode()),
+             *headers]
+    if status == 503:
+        start.append((b"retry-after", RETRY_AFTER.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def registry_error_handler(request: Request, exc: e.RegistryError) -> Response[Problem]:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    if exc.status == 503:
-        headers = {"Retry-After": RETRY_AFTER}
     return problem(exc.status, exc.code, exc.title, exc.detail, request, headers, **exc.extensions())
 
 

@@ -9,12 +9,10 @@ answer or runs the call afresh.
 
 from __future__ import annotations
 
-import json
-
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from registry.api.errors import PROBLEM_MEDIA_TYPE, RETRY_AFTER, TYPE_BASE
+from registry.api.errors import send_problem
 from registry.bootstrap import Container
 from registry.domain.errors import ValidationError
 from registry.services.idempotency import (
@@ -57,14 +55,14 @@ class IdempotencyMiddleware:
         try:
             validate_key(key)
         except ValidationError as exc:
-            await _problem(send, 400, "validation_error", "Invalid request", exc.detail)
+            await send_problem(send, 400, "validation_error", "Invalid request", exc.detail)
             return
         try:
             body = await _read_body(receive)
         except ClientGone:
             return
         if body is None:
-            await _problem(send, 413, "validation_error", "Request too large",
+            await send_problem(send, 413, "validation_error", "Request too large",
                            f"a request body is at most {MAX_BODY} bytes")
             return
         # A conditional call with another If-Match is another request.
@@ -72,7 +70,7 @@ class IdempotencyMiddleware:
         call = self.container.idempotent_call(key_hash(credential, "POST", scope["path"], key),
                                               fingerprint(condition + b"\n" + body))
         if call.key_hash in self._running:
-            await _problem(send, 409, "idempotency_in_progress", "Request in progress",
+            await send_problem(send, 409, "idempotency_in_progress", "Request in progress",
                            "a request with this Idempotency-Key is still being processed; retry later")
             return
         self._running.add(call.key_hash)
@@ -104,7 +102,7 @@ class IdempotencyMiddleware:
                     log.warning("idempotent_commit_failed", path=scope["path"])
                     answer = []
         if not answer:
-            await _problem(send, 503, "unavailable", "Service unavailable",
+            await send_problem(send, 503, "unavailable", "Service unavailable",
                            "the change could not be committed; retry with the same Idempotency-Key")
             return
         for message in answer:
@@ -141,13 +139,4 @@ def _storable(answer: list[Message], holds_effect: bool) -> StoredResponse | Non
     return StoredResponse(start["status"], headers, body)
 
 
-async def _problem(send: Send, status: int, code: str, title: str, detail: str) -> None:
-    body = json.dumps({"type": TYPE_BASE + code, "title": title, "status": status,
-                       "detail": detail, "code": code}).encode()
-    headers: list[tuple[bytes, bytes]] = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                                          (b"content-length", str(len(body)).encode())]
-    if status == 503:
-        headers.append((b"retry-after", RETRY_AFTER.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 

@@ -86,8 +86,9 @@ class StrictRequest(Request[Any, Any, Any]):
             try:
                 value = decoder.decode(body)
             except msgspec.ValidationError as exc:
-                value = _with_whole_numbers(exc, decoder, body)
-            _PAIRS.decode(body.decode("utf-8"))
+                value = _with_whole_numbers(exc, decoder, body)  # its parse finds duplicate keys
+            else:
+                _PAIRS.decode(body.decode("utf-8"))
         except msgspec.ValidationError as exc:
             raise _type_error(str(exc), decoder, body) from None
         except msgspec.DecodeError as exc:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import enum
 import re
-import unicodedata
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
 from registry.domain.errors import ForbiddenError, ValidationError
+from registry.domain.model import normalize_name
 from registry.domain.stages import Stage
 
 
@@ -50,8 +50,7 @@ def validate_patterns(patterns: Sequence[str] | None) -> list[str] | None:
     for p in patterns:
         if not _PATTERN.match(p):
             raise ValidationError(f"model pattern {p!r}: 1-256 characters, '*' and '?' as wildcards")
-    # In NFC, as model names are (registry.domain.model.normalize_name).
-    return [unicodedata.normalize("NFC", p) for p in patterns]
+    return [normalize_name(p) for p in patterns]  # matched against names stored in NFC
 
 
 def visible(patterns: Sequence[str] | None, model: str) -> bool:

@@ -21,10 +21,10 @@ def check_role(uow: UnitOfWork, needed: Role, what: str) -> None:
     require(uow.actor.role, needed, what)
 
 
-async def require_model(uow: UnitOfWork, name: str) -> RegisteredModel:
-    """A visible model, for reading."""
+async def require_model(uow: UnitOfWork, name: str, *, aliases: bool = False) -> RegisteredModel:
+    """A visible model, for reading; with ``aliases``, their names too (in the same query)."""
     name = check_visible(uow, name)
-    model = await uow.repo.get_model(name)
+    model = await uow.repo.get_model(name, aliases=aliases)
     if model is None:
         raise NotFoundError(f"model {name!r} does not exist")
     return model

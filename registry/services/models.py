@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from registry.domain.errors import ConflictError, NotFoundError, ValidationError
+from registry.domain.errors import ConflictError, ValidationError
 from registry.domain.events import ModelCreated, ModelDeleted, ModelUpdated
 from registry.domain.model import RegisteredModel, normalize_name, validate_model_name, validate_tags
 from registry.domain.permissions import Role
 from registry.domain.stages import Stage
-from registry.services.access import check_can_create, check_visible, lock_model
+from registry.services.access import check_can_create, lock_model, require_model
 from registry.services.commands import MISSING, CreateModel, DeleteModel, UpdateModel
 from registry.services.pagination import check_limit, decode_cursor, page
 from registry.services.ports import Page, UnitOfWork
@@ -46,12 +46,8 @@ async def create_model(cmd: CreateModel, uow: UnitOfWork) -> RegisteredModel:
 
 async def get_model(name: str, uow: UnitOfWork) -> RegisteredModel:
     """The model with the names of its aliases (one query)."""
-    name = check_visible(uow, name)
     async with uow:
-        model = await uow.repo.get_model(name, aliases=True)
-    if model is None:
-        raise NotFoundError(f"model {name!r} does not exist")
-    return model
+        return await require_model(uow, name, aliases=True)
 
 
 async def list_models(name_prefix: str | None, cursor: str | None, limit: int | None,

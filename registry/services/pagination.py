@@ -34,7 +34,8 @@ def decode_cursor(cursor: str | None, kind: type) -> Any:
     if not isinstance(decoded, list) or len(decoded) != 1:
         raise ValidationError("cursor is not one this service issued")
     (key,) = decoded
-    if not isinstance(key, kind) or isinstance(key, bool) or (kind is int and not 0 <= key < 2**63):
+    if (not isinstance(key, kind) or isinstance(key, bool) or (kind is int and not 0 <= key < 2**63)
+            or (kind is str and "\x00" in key)):  # PostgreSQL text cannot hold NUL: ours never do
         raise ValidationError("cursor is not one this service issued")
     return key
 

@@ -46,19 +46,18 @@ def create_engine(url: str, *, pool_size: int = 20, null_pool: bool = False,
     ``timeouts`` bound every wait on PostgreSQL, so a stalled database (packets unanswered,
     sockets open) ends each wait in an error the unit of work turns into 503, instead of a
     request that hangs until the pool's default 30 s and then fails as a bug."""
-    kwargs: dict[str, Any] = {}
+    sqlite = is_sqlite(url)
+    kwargs: dict[str, Any] = {} if sqlite else {"connect_args": _asyncpg_args(timeouts)}
     if null_pool:
         kwargs["poolclass"] = NullPool
-    elif not is_sqlite(url):
+    elif not sqlite:
         kwargs.update(pool_size=pool_size, max_overflow=0, pool_pre_ping=False)
         if timeouts.pool is not None:
             kwargs["pool_timeout"] = timeouts.pool
-    if not is_sqlite(url):
-        kwargs["connect_args"] = _asyncpg_args(timeouts)
-    if is_sqlite(url):
+    if sqlite:
         _create_private(make_url(url).database)
     engine = create_async_engine(url, **kwargs)
-    if is_sqlite(url):
+    if sqlite:
         _configure_sqlite(engine)
     else:
         _refuse_open_transactions(engine)
@@ -92,6 +91,16 @@ def _create_private(database: str | None) -> None:
         pass
     except OSError:
         return  # e.g. a missing folder: SQLite will report it with its own words
+
+
+async def connect_driver(url: str, timeout: float) -> Any:
+    """A plain asyncpg connection to the database of a SQLAlchemy URL, outside the pool (the
+    workers' LISTEN, the readiness probe). Its query parameters are SQLAlchemy's, not asyncpg's."""
+    import asyncpg
+
+    u = make_url(url)
+    return await asyncpg.connect(host=u.host, port=u.port, user=u.username, password=u.password,
+                                 database=u.database, timeout=timeout)
 
 
 def _asyncpg_args(timeouts: Timeouts) -> dict[str, Any]:

@@ -21,10 +21,10 @@ from typing import Any
 
 import structlog
 from sqlalchemy import and_, bindparam, delete, exists, func, insert, not_, or_, select, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.adapters.db.bell import OUTBOX_CHANNEL
+from registry.adapters.db.engine import connect_driver
 from registry.adapters.db.idempotency import prune_keys
 from registry.adapters.db.repository import event_of
 from registry.adapters.db.statements import Db, Query, bound
@@ -309,12 +309,7 @@ class OutboxStore:
 async def listen(database_url: str, on_notify: Callable[[], None],
                  connect_timeout: float = 60.0) -> AsyncIterator[Any]:
     """On PostgreSQL, call ``on_notify`` whenever a commit wrote outbox events (any process)."""
-    import asyncpg
-
-    url = make_url(database_url).set(drivername="postgresql")
-    conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username,
-                                 password=url.password, database=url.database,
-                                 timeout=connect_timeout)
+    conn = await connect_driver(database_url, connect_timeout)
     try:
         await conn.add_listener(OUTBOX_CHANNEL, lambda *_: on_notify())
         yield conn

@@ -11,8 +11,9 @@ import asyncio
 
 import asyncpg
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from registry.adapters.db.engine import connect_driver
 
 
 class ReadinessProbe:
@@ -35,16 +36,13 @@ class ReadinessProbe:
                         await conn.execute(text("SELECT 1"))
                     return True
                 if self._conn is None or self._conn.is_closed():
-                    self._conn = await asyncpg.connect(self._dsn(), timeout=self._deadline)
+                    url = self._engine.url.render_as_string(hide_password=False)
+                    self._conn = await connect_driver(url, self._deadline)
                 await self._conn.fetchval("SELECT 1")
             return True
         except Exception:  # any failure to reach the database means not ready
             await self.close()
             return False
-
-    def _dsn(self) -> str:
-        url = self._engine.url.set(drivername="postgresql")
-        return make_url(url).render_as_string(hide_password=False)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -98,8 +98,10 @@ class Db:
         if self.driver is None:
             return list((await self.conn.execute(q.stmt, params)).all())
         c = q.compiled(self._dialect)
-        with driver_errors(c.sql):
+        try:  # not driver_errors(): a context manager per statement costs ~1 us on the hot path
             return c.rows(await self.driver.fetch(c.sql, *c.args(params)))
+        except DRIVER_ERRORS as exc:
+            raise _wrapped(exc, c.sql) from exc
 
     async def first(self, q: Query, **params: Any) -> Any | None:
         rows = await self.all(q, **params)
@@ -114,8 +116,10 @@ class Db:
         if self.driver is None:
             return (await self.conn.execute(q.stmt, params)).rowcount
         c = q.compiled(self._dialect)
-        with driver_errors(c.sql):
+        try:
             status = await self.driver.execute(c.sql, *c.args(params))
+        except DRIVER_ERRORS as exc:
+            raise _wrapped(exc, c.sql) from exc
         tail = status.rpartition(" ")[2]
         return int(tail) if tail.isdigit() else 0
 
@@ -127,8 +131,10 @@ class Db:
             await self.conn.execute(q.stmt, list(rows))
             return
         c = q.compiled(self._dialect)
-        with driver_errors(c.sql):
+        try:
             await self.driver.executemany(c.sql, [c.args(r) for r in rows])
+        except DRIVER_ERRORS as exc:
+            raise _wrapped(exc, c.sql) from exc
 
     async def execute_sql(self, sql: str, args: Sequence[Any]) -> None:
         """Execute hand-written SQL on the driver (PostgreSQL only)."""

@@ -292,7 +292,7 @@ def connection_lost(exc: BaseException) -> bool:
     wait on it timed out with a statement still in flight (a ROLLBACK would wait as long again)."""
     if isinstance(exc, DBAPIError):
         return exc.connection_invalidated or isinstance(exc.orig, OSError)
-    return isinstance(exc, (OSError, ConnectionError))
+    return isinstance(exc, OSError)  # ConnectionError and TimeoutError included
 
 
 def translate_db_error(exc: BaseException) -> RegistryError | None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request, Response, get
 
-from registry.api.errors import RETRY_AFTER, problem, problem_responses
+from registry.api.errors import problem, problem_responses
 from registry.api.schemas import Health, Problem
 
 
@@ -23,6 +23,5 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Health] | Response
     503 `unavailable` with `Retry-After` otherwise."""
     reason = await request.app.state.container.not_ready()
     if reason is not None:
-        return problem(503, "unavailable", "Service unavailable", reason, request,
-                       {"Retry-After": RETRY_AFTER})
+        return problem(503, "unavailable", "Service unavailable", reason, request)
     return Response(Health("ok"))
