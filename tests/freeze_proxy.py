@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from sqlalchemy.engine import make_url
 
@@ -22,7 +20,6 @@ class FreezeProxy:
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.port = 0
-        self.connections = 0  # accepted so far
         self._loop = asyncio.new_event_loop()
         self._flowing = asyncio.Event()
         self._server: asyncio.Server | None = None
@@ -51,10 +48,6 @@ class FreezeProxy:
     def release(self) -> None:
         self._loop.call_soon_threadsafe(self._flowing.set)
 
-    @property
-    def frozen(self) -> bool:
-        return not self._flowing.is_set()
-
     def close(self) -> None:
         if self._thread.is_alive():
             self._call(self._stop())
@@ -66,14 +59,6 @@ class FreezeProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @contextmanager
-    def frozen_for_a_while(self) -> Iterator[None]:
-        self.freeze()
-        try:
-            yield
-        finally:
-            self.release()
 
     # -- in the proxy's own event loop ---------------------------------------------------------
 
@@ -94,7 +79,6 @@ class FreezeProxy:
         await asyncio.sleep(0)
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
         self._writers.add(client_writer)
         try:
             await self._flowing.wait()  # a stalled host does not answer a new session either

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import BACKENDS, unique
+from tests.api.helpers import api_client, create_model, events, move, register
+from tests.conftest import BACKENDS
 from tests.e2e.test_concurrency import Call, assert_no_server_error, assert_overlapped, fire
 from tests.e2e.test_pipeline_cli import cli_env, registry
 from tests.support import REPO, Server, server_for
@@ -42,7 +43,7 @@ def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 
 @pytest.fixture(scope="module")
 def http(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.api, headers=server.headers, timeout=30) as c:
+    with api_client(server) as c:
         yield c
 
 
@@ -53,11 +54,12 @@ def ok(r: httpx.Response, status: int = 200) -> dict:
 
 def promoted_in_turn(http: httpx.Client, prefix: str, n: int = 3) -> str:
     """Versions 1..n each promoted in turn: n in production, n-1 the last to leave it."""
-    name = ok(http.post("/models", json={"name": unique(prefix)}), 201)["name"]
+    name = create_model(http, prefix)
     for v in range(1, n + 1):
-        ok(http.post(f"/models/{name}/versions", json={"source": f"s3://b/{name}/{v}"}), 201)
+        [registered] = register(http, name, source=f"s3://b/{name}/{v}")
+        assert registered["version"] == v, registered
         for stage in ("staging", "production"):
-            ok(http.post(f"/models/{name}/versions/{v}/transitions", json={"to_stage": stage}))
+            move(http, name, v, stage)
     return name
 
 
@@ -67,8 +69,7 @@ def stages(http: httpx.Client, name: str) -> dict[int, str]:
 
 def production_steps(http: httpx.Client, name: str) -> list[tuple[int, str, str]]:
     """Every stage change into or out of production, in event order: (version, to, trigger)."""
-    items = ok(http.get("/events", params={"model": name, "limit": 1000}))["items"]
-    return [(e["version"], e["data"]["to_stage"], e["data"]["trigger"]) for e in items
+    return [(e["version"], e["data"]["to_stage"], e["data"]["trigger"]) for e in events(http, name)
             if e["type"] == STAGE_CHANGED and "production" in (e["data"]["from_stage"], e["data"]["to_stage"])]
 
 
@@ -124,8 +125,8 @@ async def test_concurrent_rollbacks_walk_back_once_per_step_then_are_refused(
     for v, to in ((3, "production"), (2, "production")):
         r = http.post(f"/models/{name}/versions/{v}/transitions", json={"to_stage": to, "comment": "back"})
         assert r.status_code == 422 and r.json()["failed"] == ["previous_production"], r.text
-    ok(http.post(f"/models/{name}/versions/3/transitions", json={"to_stage": "staging"}))
-    moved = ok(http.post(f"/models/{name}/versions/3/transitions", json={"to_stage": "production"}))
+    move(http, name, 3, "staging")
+    moved = move(http, name, 3, "production")
     assert (moved["transition"]["trigger"], moved["transition"]["archived"]) == ("promote", [1])
     # v1 left production normally, so it is the rollback target again.
     back = ok(http.post(f"/models/{name}/rollback", json={"comment": "v3 again", "expected_production_version": 3}))
@@ -136,8 +137,8 @@ async def test_concurrent_rollbacks_walk_back_once_per_step_then_are_refused(
 
 
 def test_min_staging_time_tells_a_version_in_none_it_has_not_entered_staging(http: httpx.Client) -> None:
-    name = ok(http.post("/models", json={"name": unique("rb-min-staging")}), 201)["name"]
-    ok(http.post(f"/models/{name}/versions", json={"source": "s3://b/1"}), 201)
+    name = create_model(http, "rb-min-staging")
+    register(http, name, source="s3://b/1")
     ok(http.put(f"/models/{name}/policies/production", json={"min_staging_seconds": 3}))
     # Registered a while ago: the seconds since then are no time in staging.
     report = ok(http.get(f"/models/{name}/versions/1/gates", params={"to_stage": "production"}))
@@ -181,11 +182,13 @@ def test_cli_rollback_from_a_version_is_safe_to_rerun(server: Server, http: http
     assert stages(http, name) == {1: "production", 2: "archived", 3: "archived"}
 
 
-def test_cli_rollback_needs_the_version_it_rolls_back_from(server: Server) -> None:
-    missing = cli(server, "rollback", "any-model", "--comment", "why")
-    assert missing.returncode == 2 and "--from" in missing.stderr, missing.stderr
-    help_text = cli(server, "rollback", "--help").stdout
-    assert "--from N|none" in help_text and "3" in help_text
+def test_cli_rollback_help_tells_the_exit_code_3(server: Server) -> None:
+    # A missing --from exiting 2 is test_pipeline_cli.test_usage_errors_exit_2.
+    shown = cli(server, "rollback", "--help")
+    assert shown.returncode == 0, shown.stderr
+    help_text = " ".join(shown.stdout.split())  # argparse wraps it to the terminal's width
+    assert "--from N|none" in help_text
+    assert "When it is no longer in production nothing is done and the exit code is 3" in help_text, help_text
 
 
 # -- a reader that closes early --------------------------------------------------------------------

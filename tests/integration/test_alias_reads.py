@@ -39,10 +39,10 @@ def statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
             sent.append("statement")
         return await execute(self, statement, *args, **kwargs)
 
-    monkeypatch.setattr(Db, "all", all_)
-    monkeypatch.setattr(AsyncConnection, "execute", counted)
-    yield sent
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(Db, "all", all_)
+        m.setattr(AsyncConnection, "execute", counted)
+        yield sent
 
 
 async def test_version_and_production_reads_bring_alias_names_in_the_same_statements(

@@ -12,7 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+
+from tests.api.helpers import seg
 
 # The stage table (DESIGN.md), written out here rather than imported: the suite checks the
 # service against the design, not against itself.
@@ -71,10 +72,6 @@ class World:
 
     def versions(self, model: str) -> dict[int, str]:
         return self.stages.get(model, {})
-
-
-def seg(name: str) -> str:
-    return quote(name, safe="")
 
 
 def choose(world: World, rng: random.Random) -> Action:

@@ -61,7 +61,8 @@ class Cluster:
                         REGISTRY_SECRET_KEY="chaos-" + secrets.token_hex(24))  # shared by all
         self.data_dir = data_dir
         self.n_serves, self.n_workers = serves, workers
-        self.procs: list[Proc] = []  # every process ever started, the killed ones too
+        self.procs: list[Proc] = []  # every process ever seen ready, the killed ones too
+        self.spawned: list[Proc] = []  # every process ever started, ready or not: stop() ends them all
         self.lock = threading.Lock()
 
     # -- starting ---------------------------------------------------------------------------------
@@ -97,12 +98,15 @@ class Cluster:
         return self._add(proc)
 
     def _spawn(self, label: str, args: list[str]) -> Proc:
-        n = sum(p.label == label for p in self.procs) + 1
-        log = self.data_dir / f"{label}.{n}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", "registry", *args], cwd=REPO, env=self.env,
-                                       stdout=out, stderr=subprocess.STDOUT)
-        return Proc(label, process, log)
+        with self.lock:
+            n = sum(p.label == label for p in self.spawned) + 1
+            log = self.data_dir / f"{label}.{n}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen([sys.executable, "-m", "registry", *args], cwd=REPO, env=self.env,
+                                           stdout=out, stderr=subprocess.STDOUT)
+            proc = Proc(label, process, log)
+            self.spawned.append(proc)
+        return proc
 
     def _add(self, proc: Proc) -> Proc:
         with self.lock:
@@ -129,12 +133,12 @@ class Cluster:
         return self.start_serve(proc.label) if proc.label.startswith("serve") else self.start_worker(proc.label)
 
     def stop(self) -> None:
-        for p in self.procs:
+        """Every process ever spawned, also one whose start failed before it was ready."""
+        with self.lock:
+            spawned = list(self.spawned)
+        for p in spawned:
             if p.process.poll() is None:
                 stop(p.process)
-
-    def logs(self) -> str:
-        return "\n".join(p.log.read_text(errors="replace") for p in self.procs if p.log.exists())
 
 
 def _ready(url: str) -> bool:

@@ -21,7 +21,7 @@ from tests.e2e.receivers import OK, PREFIX, Endpoint, Received, Receiver, Reply,
 from tests.reliability.profile import WEBHOOK_TIMEOUT
 
 HANG = Reply(200, delay=WEBHOOK_TIMEOUT + 3.0)  # answered only after the sender gave up
-MODES = {"ok": OK, "hang": HANG, "error500": Reply(500), "gone410": Reply(410)}
+MODES = {"ok": OK, "hang": HANG, "error500": Reply(500)}
 
 
 class FaultReceiver(Receiver):
@@ -29,11 +29,10 @@ class FaultReceiver(Receiver):
 
     def __init__(self) -> None:
         self.resetting: set[str] = set()  # endpoint names
-        self.resets = 0
         super().__init__()
 
     def set_mode(self, endpoint: Endpoint, mode: str) -> None:
-        """``ok``, ``hang``, ``error500``, ``gone410`` or ``reset``, for every later request."""
+        """``ok``, ``hang``, ``error500`` or ``reset``, for every later request."""
         with self.lock:
             if mode == "reset":
                 self.resetting.add(endpoint.name)
@@ -61,7 +60,6 @@ class FaultReceiver(Receiver):
                               headers, raw, body, verified, error)
             record.answered_at = record.at  # answered by the reset: not in flight any more
             self.log.append(record)
-            self.resets += 1
         # Linger 0 makes close() send RST; the stream objects hold the socket open until closed.
         h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         h.rfile.close()

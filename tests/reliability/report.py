@@ -30,10 +30,6 @@ class Violations:
     def __bool__(self) -> bool:
         return bool(self.counts)
 
-    def lines(self) -> list[str]:
-        return [f"{kind}: {n} (e.g. {json.dumps(self.examples[kind][0], default=str)[:600]})"
-                for kind, n in sorted(self.counts.items())]
-
 
 def operations(records: list[Record]) -> dict[str, dict[str, int]]:
     """Requests by kind, then by status (or code, or error)."""

@@ -31,6 +31,7 @@ import httpx
 import pytest
 
 from tests.e2e.receivers import Receiver
+from tests.e2e.test_pipeline_cli import cli_env
 from tests.freeze_proxy import FreezeProxy
 from tests.reliability import checks_db, checks_http, checks_webhooks, report, setup
 from tests.reliability.clients import Clients
@@ -145,9 +146,9 @@ def _verify_chains(cluster: Cluster, admin_token: str, v: report.Violations) -> 
         v.add("audit_verify_unanswered_by_a_replica", {"server": url, "status": r.status_code, "body": r.text[:300]})
     if r.status_code != 200 or r.json().get("ok") is not True:
         v.add("audit_verify_failed", {"status": r.status_code, "body": r.text[:500]})
-    env = {k: val for k, val in os.environ.items() if not k.startswith("REGISTRY_")}
-    env.update(REGISTRY_URL=url, REGISTRY_TOKEN=admin_token)
-    done = subprocess.run([sys.executable, "-m", "registry", "audit", "verify"], cwd=REPO, env=env,
+    # Not test_pipeline_cli.registry(): it allows 60 s; checking a long run's whole log gets 120.
+    done = subprocess.run([sys.executable, "-m", "registry", "audit", "verify"], cwd=REPO,
+                          env=cli_env(url, admin_token),
                           capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         v.add("audit_cli_verify_failed", {"server": url, "exit": done.returncode, "stdout": done.stdout[-300:],

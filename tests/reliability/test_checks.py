@@ -18,14 +18,15 @@ STALL = [Injected("stall", 100.0, 103.0)]
 def rec(status: int | None, code: str | None = None, *, sent: float = 10.0, kind: str = "transition",
         op: int = 1, key: str | None = None, text: str = "", headers: dict[str, str] | None = None,
         **extra: Any) -> Record:
+    """A record with these fields; ``extra`` overrides the other defaults, and a name Record does
+    not have raises TypeError (a misspelt field must not pass silently)."""
     problem = {"content-type": "application/problem+json"} if status and status >= 400 else {}
-    r = Record(client=0, op=op, attempt=0, kind=kind, legal=True, expect=None, method="POST", path="/x",
-               body={}, key=key, request_id=f"r{op}-{sent}", token="rel-a", model="m", server="s",
-               sent=sent, answered=sent + 0.1, status=status, code=code,
-               text=text or json.dumps({"code": code}), headers={**problem, **(headers or {})})
-    for name, value in extra.items():
-        setattr(r, name, value)
-    return r
+    fields: dict[str, Any] = dict(
+        client=0, op=op, attempt=0, kind=kind, legal=True, expect=None, method="POST", path="/x",
+        body={}, key=key, request_id=f"r{op}-{sent}", token="rel-a", model="m", server="s",
+        sent=sent, answered=sent + 0.1, status=status, code=code,
+        text=text or json.dumps({"code": code}), headers={**problem, **(headers or {})})
+    return Record(**{**fields, **extra})
 
 
 def kinds(v: Violations) -> set[str]:
@@ -97,27 +98,27 @@ def test_a_2xx_change_without_its_audit_entry_and_a_refusal_with_one_are_caught(
     assert kinds(v) == {"effect_count_0:register", "refusal_changed_state:register"}
 
 
-def test_out_of_order_and_missing_deliveries_are_caught() -> None:
+def _deliveries(arrived: tuple[int, ...], committed: tuple[int, ...]) -> tuple[Violations, dict[str, Any]]:
+    """check_deliveries for one subscriber `all` that received the events of model `m` with these
+    sequences, in this order, while the outbox holds events with the `committed` sequences."""
+
     class FakeEndpoint:
         name = "all"
         received = [Received("all", "POST", i, float(i), f"e{seq}", {}, b"", {"type": "t", "data": {
-            "id": f"e{seq}", "model": "m", "sequence": seq}}, True, status=200) for i, seq in enumerate((1, 3, 2))]
+            "id": f"e{seq}", "model": "m", "sequence": seq}}, True, status=200) for i, seq in enumerate(arrived)]
 
-    outbox = [{"id": s, "event_id": f"e{s}", "sequence": s, "type": "t", "model": "m", "at": 0.0} for s in (1, 2, 3, 4)]
+    outbox = [{"id": s, "event_id": f"e{s}", "sequence": s, "type": "t", "model": "m", "at": 0.0} for s in committed]
     sub = checks_webhooks.Sub(FakeEndpoint(), 1, ["*"], None, baseline=0)  # type: ignore[arg-type]
     v = Violations()
-    checks_webhooks.check_deliveries([sub], checks_db.Snapshot([], [], [], outbox), [], [], v)
+    figures = checks_webhooks.check_deliveries([sub], checks_db.Snapshot([], [], [], outbox), [], [], v)
+    return v, figures
+
+
+def test_out_of_order_and_missing_deliveries_are_caught() -> None:
+    v, _ = _deliveries(arrived=(1, 3, 2), committed=(1, 2, 3, 4))
     assert kinds(v) == {"delivered_out_of_order", "event_not_delivered"}
 
 
 def test_a_late_repeat_of_the_same_webhook_id_is_counted_not_flagged() -> None:
-    class FakeEndpoint:
-        name = "all"
-        received = [Received("all", "POST", i, float(i), f"e{seq}", {}, b"", {"type": "t", "data": {
-            "id": f"e{seq}", "model": "m", "sequence": seq}}, True, status=200) for i, seq in enumerate((1, 2, 1))]
-
-    outbox = [{"id": s, "event_id": f"e{s}", "sequence": s, "type": "t", "model": "m", "at": 0.0} for s in (1, 2)]
-    sub = checks_webhooks.Sub(FakeEndpoint(), 1, ["*"], None, baseline=0)  # type: ignore[arg-type]
-    v = Violations()
-    figures = checks_webhooks.check_deliveries([sub], checks_db.Snapshot([], [], [], outbox), [], [], v)
+    v, figures = _deliveries(arrived=(1, 2, 1), committed=(1, 2))
     assert not v and figures["all"]["late_repeats"] == 1
