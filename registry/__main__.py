@@ -206,7 +206,7 @@ def cmd_token_bootstrap(args: argparse.Namespace) -> int:
         _, secret = asyncio.run(_with_container(
             settings, lambda c: create_token(cmd, c.uow(Actor("cli", "cli")))))
     except RegistryError as exc:
-        print(f"error: {exc.code}: {exc.detail}", file=sys.stderr)
+        print(f"error: {exc.detail}", file=sys.stderr)
         return 1
     print(secret)
     return 0

@@ -80,9 +80,38 @@ async def send_problem(send: Send, status: int, code: str, title: str, detail: s
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+# Each domain error as this API answers it: (status, code, title). The nearest class in an
+# error's MRO decides, so a subclass without a row answers as its parent.
+STATUSES: dict[type[e.RegistryError], tuple[int, str, str]] = {
+    e.RegistryError: (400, "error", "Request failed"),
+    e.ValidationError: (400, "validation_error", "Invalid request"),
+    e.TooLargeError: (413, "validation_error", "Request too large"),
+    e.UnauthenticatedError: (401, "unauthenticated", "Authentication required"),
+    e.ForbiddenError: (403, "forbidden", "Forbidden"),
+    e.NotFoundError: (404, "not_found", "Not found"),
+    e.AlreadyExistsError: (409, "already_exists", "Already exists"),
+    e.ConflictError: (409, "conflict", "Conflict"),
+    e.IdempotencyInProgressError: (409, "idempotency_in_progress", "Request in progress"),
+    e.IdempotencyConflictError: (422, "idempotency_conflict", "Idempotency key reused"),
+    e.InvalidTransitionError: (409, "invalid_transition", "Invalid stage transition"),
+    e.PreconditionFailedError: (412, "precondition_failed", "Precondition failed"),
+    e.GateFailedError: (422, "gate_failed", "Gate failed"),
+    e.UnavailableError: (503, "unavailable", "Service unavailable"),
+}
+
+
+def status_of(exc: e.RegistryError) -> tuple[int, str, str]:
+    """(status, code, title) of a domain error in this API."""
+    for cls in type(exc).__mro__:
+        if cls in STATUSES:
+            return STATUSES[cls]  # type: ignore[index]
+    raise AssertionError("RegistryError has a row")  # pragma: no cover
+
+
 def registry_error_handler(request: Request, exc: e.RegistryError) -> Response[Problem]:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return problem(exc.status, exc.code, exc.title, exc.detail, request, headers, **exc.extensions())
+    status, code, title = status_of(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return problem(status, code, title, exc.detail, request, headers, **exc.extensions())
 
 
 def replay_handler(request: Request, exc: Replay) -> Response[bytes]:

@@ -1,8 +1,9 @@
-"""Errors the domain and services raise; the API translates each into one problem response.
+"""Errors the domain and services raise. They carry data, not HTTP: each wire format (the native
+API in ``registry/api/errors.py``, the MLflow one in ``registry/api/mlflow/errors.py``) maps every
+class to its own status and code in one table at its edge.
 
 Every error carries the data a client needs to act on it (``allowed`` targets, gate ``results``)
-as attributes, never only inside its message. ``code`` is the stable machine-readable name and
-``status`` the HTTP status the edge maps it to.
+as attributes, never only inside its message.
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ from typing import Any
 class RegistryError(Exception):
     """Base of every error this service raises on purpose."""
 
-    code = "error"
-    status = 400
-    title = "Request failed"
     # Whether a POST's Idempotency-Key stores this answer for retries to replay. Not for
     # answers that a retry should not get again (a transient conflict, an unreachable database).
     replayable = True
@@ -31,27 +29,27 @@ class RegistryError(Exception):
 
 
 class ValidationError(RegistryError):
-    code, status, title = "validation_error", 400, "Invalid request"
+    """The request is malformed or a value is out of range."""
 
 
 class UnauthenticatedError(RegistryError):
-    code, status, title = "unauthenticated", 401, "Authentication required"
+    """No valid credentials."""
 
 
 class ForbiddenError(RegistryError):
-    code, status, title = "forbidden", 403, "Forbidden"
+    """The caller's role or model scope does not allow this."""
 
 
 class NotFoundError(RegistryError):
-    code, status, title = "not_found", 404, "Not found"
+    """The model, version, alias or other resource does not exist."""
 
 
 class AlreadyExistsError(RegistryError):
-    code, status, title = "already_exists", 409, "Already exists"
+    """The name is taken."""
 
 
 class ConflictError(RegistryError):
-    code, status, title = "conflict", 409, "Conflict"
+    """The resource's current state does not allow the change."""
 
 
 class TransientConflictError(ConflictError):
@@ -107,21 +105,24 @@ class DigestMismatchError(ValidationError):
 
 
 class TooLargeError(ValidationError):
-    status, title = 413, "Request too large"
+    """The body is larger than the operation takes."""
 
 
 class IdempotencyInProgressError(RegistryError):
-    code, status, title = "idempotency_in_progress", 409, "Request in progress"
+    """A request with the same Idempotency-Key is still running."""
+
     replayable = False
 
 
 class IdempotencyConflictError(RegistryError):
-    code, status, title = "idempotency_conflict", 422, "Idempotency key reused"
+    """The Idempotency-Key was used before with another body."""
+
     replayable = False
 
 
 class InvalidTransitionError(RegistryError):
-    code, status, title = "invalid_transition", 409, "Invalid stage transition"
+    """The stage table has no edge from the version's stage to the target: ``allowed`` lists
+    the targets it has."""
 
     def __init__(self, from_stage: str, to_stage: str, allowed: Sequence[str]) -> None:
         super().__init__(
@@ -136,11 +137,11 @@ class InvalidTransitionError(RegistryError):
 
 
 class PreconditionFailedError(RegistryError):
-    code, status, title = "precondition_failed", 412, "Precondition failed"
+    """If-Match or an expected_* value is stale."""
 
 
 class GateFailedError(RegistryError):
-    code, status, title = "gate_failed", 422, "Gate failed"
+    """A gate of the target stage refused the move: ``results`` holds every gate's result."""
 
     def __init__(self, results: Sequence[Any]) -> None:
         self.results = list(results)
@@ -155,7 +156,8 @@ class GateFailedError(RegistryError):
 
 
 class UnavailableError(RegistryError):
-    code, status, title = "unavailable", 503, "Service unavailable"
+    """The database (or another store) cannot serve now; the same call may succeed later."""
+
     replayable = False
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import pytest
 import rfc8785
 
+from registry.api.errors import status_of
 from registry.domain.artifacts import (
     MAX_PATH_BYTES,
     MAX_SEGMENT_BYTES,
@@ -110,7 +111,7 @@ REFUSED = [
 def test_escaping_or_ambiguous_paths_are_refused(raw: str, says: str) -> None:
     with pytest.raises(ValidationError) as caught:
         artifact_path(raw)
-    assert caught.value.status == 400
+    assert status_of(caught.value)[0] == 400
     assert says in caught.value.detail
     assert caught.value.detail.startswith("an artifact path") or "each name" in caught.value.detail
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from registry.api.errors import status_of
 from registry.domain.errors import GateFailedError, ValidationError
 from registry.domain.gates import (
     Candidate,
@@ -152,7 +153,7 @@ def test_to_dict_round_trips_min_staging_seconds_on_production() -> None:
 def refusal(raw: Any, stage: Stage = Stage.PRODUCTION) -> str:
     with pytest.raises(ValidationError) as caught:
         Policy.parse(raw, stage)
-    assert caught.value.status == 400 and caught.value.code == "validation_error"
+    assert status_of(caught.value)[:2] == (400, "validation_error")
     return caught.value.detail
 
 
@@ -626,7 +627,7 @@ def test_rollback_skips_the_production_policy() -> None:
 def test_gate_failed_error_carries_every_result_and_the_failed_names() -> None:
     err = GateFailedError(rollback(2))
     body = err.extensions()
-    assert err.status == 422 and err.code == "gate_failed"
+    assert status_of(err)[:2] == (422, "gate_failed")
     assert body["failed"] == ["previous_production"]
     assert [(r["gate"], r["passed"]) for r in body["results"]] == [
         ("previous_production", False), ("comment", True)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from registry.api.errors import status_of
 from registry.domain.errors import ValidationError
 from registry.domain.stages import Stage
 from registry.services.resolve import MAX_VERSION, ModelUri
@@ -111,5 +112,5 @@ REFUSED = [
 def test_malformed_uris_are_refused(uri: str, says: str) -> None:
     with pytest.raises(ValidationError) as caught:
         ModelUri.parse(uri)
-    assert caught.value.status == 400
+    assert status_of(caught.value)[0] == 400
     assert says in caught.value.detail
