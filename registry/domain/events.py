@@ -45,6 +45,14 @@ class ModelDeleted(Change):
 
 
 @dataclass(frozen=True, slots=True)
+class ModelImported(Change):
+    """The model was copied from another registry; ``after.imported`` keeps where from and its
+    original creation time and user."""
+
+    type: ClassVar[str] = "model.imported"
+
+
+@dataclass(frozen=True, slots=True)
 class VersionCreated(Change):
     type: ClassVar[str] = "model_version.created"
 
@@ -52,6 +60,21 @@ class VersionCreated(Change):
 @dataclass(frozen=True, slots=True)
 class VersionUpdated(Change):
     type: ClassVar[str] = "model_version.updated"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionDeleted(Change):
+    """The version was deleted softly: hidden from reads, its number never reused."""
+
+    type: ClassVar[str] = "model_version.deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionImported(Change):
+    """The version was copied from another registry with its number and stage; ``after.imported``
+    keeps where from and its original creation and update times and user."""
+
+    type: ClassVar[str] = "model_version.imported"
 
 
 @dataclass(frozen=True, slots=True)

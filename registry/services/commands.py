@@ -46,6 +46,12 @@ class DeleteModel:
 
 
 @dataclass(frozen=True, slots=True)
+class RenameModel:
+    name: str
+    new_name: str
+
+
+@dataclass(frozen=True, slots=True)
 class RegisterModelVersion:
     model: str
     source: str
@@ -67,6 +73,12 @@ class UpdateModelVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteModelVersion:
+    model: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
 class TransitionModelVersion:
     model: str
     version: int
@@ -76,6 +88,9 @@ class TransitionModelVersion:
     # MISSING: not given; None: expect no production version; int: expect that version.
     expected_production_version: int | None | _Missing = MISSING
     if_match: str | None = None
+    # Also archive the other versions in the target stage, in the same transaction (MLflow's
+    # archive_existing_versions; a promotion to production archives its incumbent regardless).
+    archive_others: bool = False
 
 
 @dataclass(frozen=True, slots=True)

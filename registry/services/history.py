@@ -30,6 +30,10 @@ def replay(entries: list[dict[str, Any]], at: datetime) -> ModelHistory:
         action, version, after = e["action"], e["version"], e["after"] or {}
         if action == "model_version.created":
             stages[version] = "none"
+        elif action == "model_version.imported":
+            stages[version] = after["stage"]
+        elif action == "model_version.deleted":
+            stages.pop(version, None)
         elif action == "model_version.stage_changed":
             stages[version] = after["stage"]
         elif action == "model_version.alias_set":

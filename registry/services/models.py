@@ -10,7 +10,7 @@ from registry.domain.model import RegisteredModel, normalize_name, validate_mode
 from registry.domain.permissions import Role
 from registry.domain.stages import Stage
 from registry.services.access import check_can_create, lock_model, require_model
-from registry.services.commands import MISSING, CreateModel, DeleteModel, UpdateModel
+from registry.services.commands import MISSING, CreateModel, DeleteModel, RenameModel, UpdateModel
 from registry.services.pagination import check_limit, decode_cursor, page
 from registry.services.ports import Page, UnitOfWork
 
@@ -99,3 +99,20 @@ async def delete_model(cmd: DeleteModel, uow: UnitOfWork) -> None:
         uow.record(model, ModelDeleted(model=model.name, before=model.snapshot()))
         await uow.repo.delete_model(model)
         await uow.commit()
+
+
+async def rename_model(cmd: RenameModel, uow: UnitOfWork) -> RegisteredModel:
+    """Give a model a new name (admins: serving finds models by name). Its versions, aliases,
+    policies and audit chain (keyed by the model's id) stay with it; the old name is free."""
+    new_name = validate_model_name(cmd.new_name)
+    check_can_create(uow, new_name)
+    async with uow:
+        model = await lock_model(uow, cmd.name, Role.ADMIN, "renaming a model")
+        if new_name != model.name:
+            old_name, model.name, model.updated_at = model.name, new_name, uow.now()
+            await uow.repo.rename_model(model, new_name)
+            uow.record(model, ModelUpdated(model=new_name, before={"name": old_name},
+                                           after={"name": new_name}))
+        model.aliases = [alias for alias, _ in await uow.repo.list_aliases(model, None, None)]
+        await uow.commit()
+    return model

@@ -74,9 +74,25 @@ async def transition_model_version(cmd: TransitionModelVersion, uow: UnitOfWork)
         await _check_transition_role(uow, model, version, target)
         _check_expectations(cmd, version, production)
         result = await move_checked(uow, model, version, production, target, cmd.comment)
+        others = await _archive_others(uow, model, version, target, cmd.comment) if cmd.archive_others else []
         await uow.commit()
-    log_stage_changed(result)
+    for moved in (result, *others):
+        log_stage_changed(moved)
     return result
+
+
+async def _archive_others(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion, target: Stage,
+                          comment: str | None) -> list[TransitionResult]:
+    """Archive the other versions in ``target`` (staging; production has at most the incumbent,
+    already archived), each move checked like any other, in the caller's transaction."""
+    if target is not Stage.STAGING:
+        return []
+    moved = []
+    for other in await uow.repo.versions_in_stage(model, target):
+        if other.version != version.version:
+            await _check_transition_role(uow, model, other, Stage.ARCHIVED)
+            moved.append(await move_checked(uow, model, other, None, Stage.ARCHIVED, comment))
+    return moved
 
 
 async def _check_transition_role(uow: UnitOfWork, model: RegisteredModel, version: ModelVersion,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from registry.domain.errors import ConflictError, NotFoundError, PreconditionFailedError, ValidationError
-from registry.domain.events import VersionCreated, VersionUpdated
+from registry.domain.events import AliasDeleted, RequestCancelled, VersionCreated, VersionDeleted, VersionUpdated
 from registry.domain.model import (
     DatasetRef,
     ModelVersion,
@@ -16,7 +16,7 @@ from registry.domain.model import (
 from registry.domain.permissions import Role
 from registry.domain.stages import Stage
 from registry.services.access import check_visible, lock_model, require_model
-from registry.services.commands import MISSING, RegisterModelVersion, UpdateModelVersion
+from registry.services.commands import MISSING, DeleteModelVersion, RegisterModelVersion, UpdateModelVersion
 from registry.services.models import changed_fields, merge_patch
 from registry.services.pagination import check_limit, decode_cursor, page
 from registry.services.ports import Page, Repository, UnitOfWork
@@ -138,3 +138,35 @@ async def update_model_version(cmd: UpdateModelVersion, uow: UnitOfWork) -> Mode
                                              before=old, after=new))
             await uow.commit()
     return version
+
+
+async def delete_model_version(cmd: DeleteModelVersion, uow: UnitOfWork) -> None:
+    """Delete a version softly (admins): it disappears from reads, lists and searches, its
+    number is never handed out again and its audit entries stay. Aliases that pointed at it are
+    deleted and its open transition requests cancelled, each audited. Refused (409) while the
+    version is in production, so serving never loses its model by accident."""
+    async with uow:
+        model = await lock_model(uow, cmd.model, Role.ADMIN, "deleting a version")
+        version = await require_version(uow.repo, model, cmd.version)
+        if version.stage is Stage.PRODUCTION:
+            raise ConflictError(f"version {version.version} of {model.name!r} is in production; "
+                                "archive it (or promote another) before deleting it")
+        for alias, record in await uow.repo.list_aliases(model, None, None):
+            if record.version == version.version:
+                await uow.repo.delete_alias(model, alias)
+                uow.record(model, AliasDeleted(
+                    model=model.name, version=version.version,
+                    before={"alias": alias, "version": version.version, "protected": record.protected},
+                    after=None, extra={"alias": alias, "previous_version": version.version}))
+        for request in await uow.repo.open_requests(model, version.version):
+            before = request.snapshot()
+            request.state, request.decided_by, request.updated_at = "cancelled", uow.actor.name, uow.now()
+            request.decision_comment = f"version {version.version} was deleted"
+            await uow.repo.save_request(request)
+            uow.record(model, RequestCancelled(
+                model=model.name, version=version.version, before=before, after=request.snapshot(),
+                extra={"request": request.id, "comment": request.decision_comment}))
+        await uow.repo.delete_version(version, uow.now())
+        uow.record(model, VersionDeleted(model=model.name, version=version.version,
+                                         before=version.snapshot(), after=None))
+        await uow.commit()

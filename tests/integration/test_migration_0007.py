@@ -74,7 +74,8 @@ async def _flags(url: str) -> dict[tuple[str, int], tuple[str, bool]]:
 
 async def _versions(url: str) -> list[tuple[Any, ...]]:
     """Every version row without the new column."""
-    cols = [c for c in versions_t.c if c.name != "left_by_rollback"]
+    # The columns a 0006 database has too (0007 adds left_by_rollback, 0008 deleted_at).
+    cols = [c for c in versions_t.c if c.name not in ("left_by_rollback", "deleted_at")]
     return await _run(url, lambda conn: _all(conn, select(*cols).order_by(versions_t.c.id)))
 
 

@@ -18,3 +18,12 @@ def name_matches(column: Any, patterns: Sequence[str], sqlite: bool) -> Any:
     if sqlite:
         return or_(*(column.op("GLOB")(p) for p in patterns))
     return or_(*(column.like(p, escape="\\") for p in like_patterns(patterns)))
+
+
+def like(column: Any, pattern: str, sqlite: bool) -> Any:
+    """SQL LIKE ('%', '_'), case-sensitive on both backends: SQLite's LIKE ignores ASCII case, so
+    there the pattern becomes a GLOB (its own wildcards in brackets, so they match themselves)."""
+    if not sqlite:
+        return column.like(pattern)
+    glob = "".join({"%": "*", "_": "?", "*": "[*]", "?": "[?]", "[": "[[]"}.get(ch, ch) for ch in pattern)
+    return column.op("GLOB")(glob)

@@ -11,11 +11,20 @@ from typing import Any
 from sqlalchemy import and_, bindparam, exists, func, insert, literal, not_, or_, select, true, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from registry.adapters.db.aggregates import joined_names, split_names
+from registry.adapters.db.aggregates import split_names
 from registry.adapters.db.artifact_queries import ArtifactQueries
 from registry.adapters.db.deliveries import DeliveryQueries
 from registry.adapters.db.gate_queries import GateQueries
 from registry.adapters.db.matching import name_matches
+from registry.adapters.db.rows import (
+    LIVE,
+    MODEL_ALIASES,
+    MODEL_COLS,
+    VERSION_COLS,
+    model_of,
+    version_of,
+)
+from registry.adapters.db.search_queries import SearchQueries
 from registry.adapters.db.statements import Db, Query, bound
 from registry.adapters.db.tables import (
     aliases_t,
@@ -30,7 +39,7 @@ from registry.adapters.db.tables import (
     versions_t,
 )
 from registry.domain.errors import AlreadyExistsError, NotFoundError
-from registry.domain.model import DatasetRef, ModelVersion, RegisteredModel
+from registry.domain.model import ModelVersion, RegisteredModel
 from registry.domain.stages import Stage
 from registry.services.audit import GENESIS, model_chain, rfc3339
 from registry.services.ports import AliasRecord, AuditQuery, TokenRecord
@@ -42,48 +51,6 @@ class ChainHead:
     audit_seq: int
     audit_hash: str
     event_seq: int
-
-
-# The names of the aliases at a version, and of a model's aliases: correlated subqueries, so they come
-# in the row of the version (or model) that a read fetches anyway (see aggregates.py).
-_AT_VERSION = aliases_t.alias("version_aliases")
-_VERSION_ALIASES = (select(joined_names(_AT_VERSION.c.alias))
-                    .where(_AT_VERSION.c.model_id == versions_t.c.model_id,
-                           _AT_VERSION.c.version == versions_t.c.version)
-                    .correlate(versions_t).scalar_subquery().label("aliases"))
-_OF_MODEL = aliases_t.alias("model_aliases_of")
-_MODEL_ALIASES = (select(joined_names(_OF_MODEL.c.alias)).where(_OF_MODEL.c.model_id == models_t.c.id)
-                  .correlate(models_t).scalar_subquery().label("aliases"))
-
-_MODEL_COLS = (models_t.c.id, models_t.c.name, models_t.c.description, models_t.c.tags,
-               models_t.c.created_at, models_t.c.updated_at, models_t.c.created_by,
-               models_t.c.last_version)
-_VERSION_COLS = (versions_t.c.id, versions_t.c.model_id, versions_t.c.version, versions_t.c.stage,
-                 versions_t.c.source, versions_t.c.run_id, versions_t.c.description,
-                 versions_t.c.tags, versions_t.c.metrics, versions_t.c.inputs,
-                 versions_t.c.created_at, versions_t.c.updated_at, versions_t.c.created_by,
-                 versions_t.c.revision, versions_t.c.left_production_seq, versions_t.c.left_by_rollback,
-                 versions_t.c.stage_since, versions_t.c.sealed_at, versions_t.c.manifest_digest, _VERSION_ALIASES)
-
-
-def _model(row: Any) -> RegisteredModel:
-    return RegisteredModel(id=row.id, name=row.name, description=row.description, tags=row.tags,
-                           created_at=row.created_at, updated_at=row.updated_at,
-                           created_by=row.created_by, last_version=row.last_version)
-
-
-def _version(row: Any, model_name: str) -> ModelVersion:
-    return ModelVersion(
-        id=row.id, model_id=row.model_id, model=model_name, version=row.version,
-        stage=Stage(row.stage), source=row.source, run_id=row.run_id,
-        description=row.description, tags=row.tags, metrics=row.metrics,
-        inputs=[DatasetRef(i["namespace"], i["name"], i.get("version")) for i in row.inputs],
-        created_at=row.created_at, updated_at=row.updated_at, created_by=row.created_by,
-        revision=row.revision, left_production_seq=row.left_production_seq,
-        left_by_rollback=bool(row.left_by_rollback), stage_since=row.stage_since,
-        sealed_at=row.sealed_at, manifest_digest=row.manifest_digest,
-        aliases=split_names(row.aliases),
-    )
 
 
 _TOKENS = (select(tokens_t.c.id, tokens_t.c.name, principals_t.c.name.label("principal"),
@@ -108,12 +75,12 @@ def _policy_rules(stage: Stage) -> Any:
             .scalar_subquery().label(f"policy_{stage.value}"))
 
 
-_GET_MODEL = Query(select(*_MODEL_COLS).where(models_t.c.name == bindparam("name")))
-_GET_MODEL_AND_ALIASES = Query(select(*_MODEL_COLS, _MODEL_ALIASES).where(models_t.c.name == bindparam("name")))
+_GET_MODEL = Query(select(*MODEL_COLS).where(models_t.c.name == bindparam("name")))
+_GET_MODEL_AND_ALIASES = Query(select(*MODEL_COLS, MODEL_ALIASES).where(models_t.c.name == bindparam("name")))
 # The model, its chain head and its policies for staging and production, in the one statement
 # that locks them: a move then needs no round trip of its own for the policy.
 _LOCK_MODEL = Query(
-    select(*_MODEL_COLS, chains_t.c.id.label("chain"), chains_t.c.audit_seq, chains_t.c.audit_hash,
+    select(*MODEL_COLS, chains_t.c.id.label("chain"), chains_t.c.audit_seq, chains_t.c.audit_hash,
            chains_t.c.event_seq, _policy_rules(Stage.STAGING), _policy_rules(Stage.PRODUCTION))
     .join(chains_t, chains_t.c.model_id == models_t.c.id)
     .where(models_t.c.name == bindparam("name"))
@@ -126,16 +93,16 @@ _ADD_VERSION = Query(insert(versions_t).values(bound(
     versions_t, "model_id", "version", "stage", "source", "run_id", "description", "tags", "metrics",
     "inputs", "revision", "left_production_seq", "stage_since", "created_at", "updated_at",
     "created_by")).returning(versions_t.c.id))
-_GET_VERSION = Query(select(*_VERSION_COLS).where(versions_t.c.model_id == bindparam("model_id"),
-                                                  versions_t.c.version == bindparam("number")))
+_GET_VERSION = Query(select(*VERSION_COLS).where(versions_t.c.model_id == bindparam("model_id"),
+                                                  versions_t.c.version == bindparam("number"), LIVE))
 # Whether a version has open transition requests: a move settles them only where there are any.
 _HAS_OPEN = exists().where(requests_t.c.model_id == versions_t.c.model_id,
                            requests_t.c.version == versions_t.c.version,
                            or_(*(requests_t.c.state == state for state in _OPEN))
                            ).label("has_open_requests")
 _VERSION_AND_PRODUCTION = Query(
-    select(*_VERSION_COLS, _HAS_OPEN).where(
-        versions_t.c.model_id == bindparam("model_id"),
+    select(*VERSION_COLS, _HAS_OPEN).where(
+        versions_t.c.model_id == bindparam("model_id"), LIVE,
         or_(versions_t.c.version == bindparam("number"), versions_t.c.stage == Stage.PRODUCTION.value))
 )
 _SAVE_VERSION = Query(update(versions_t).where(
@@ -148,13 +115,13 @@ _SAVE_VERSION = Query(update(versions_t).where(
 _ROLLBACK_CANDIDATE = Query(
     select(versions_t.c.version)
     .where(versions_t.c.model_id == bindparam("model_id"), versions_t.c.stage == Stage.ARCHIVED.value,
-           versions_t.c.left_production_seq.is_not(None), not_(versions_t.c.left_by_rollback))
+           versions_t.c.left_production_seq.is_not(None), not_(versions_t.c.left_by_rollback), LIVE)
     .order_by(versions_t.c.left_production_seq.desc()).limit(1)
 )
 _IN_STAGE_BY_NAME = Query(
-    select(models_t.c.id.label("mid"), *_VERSION_COLS)
+    select(models_t.c.id.label("mid"), *VERSION_COLS)
     .select_from(models_t.outerjoin(versions_t, and_(versions_t.c.model_id == models_t.c.id,
-                                                     versions_t.c.stage == bindparam("stage"))))
+                                                     versions_t.c.stage == bindparam("stage"), LIVE)))
     .where(models_t.c.name == bindparam("name")).order_by(versions_t.c.version)
 )
 _GET_ALIAS = Query(select(aliases_t.c.version, aliases_t.c.protected).where(
@@ -162,12 +129,12 @@ _GET_ALIAS = Query(select(aliases_t.c.version, aliases_t.c.protected).where(
 # The alias and its version by model name; the outer joins tell a missing model (no row) from a
 # missing alias (a row of NULLs beside the model's id).
 _ALIAS_BY_NAME = Query(
-    select(models_t.c.id.label("mid"), aliases_t.c.protected, *_VERSION_COLS)
+    select(models_t.c.id.label("mid"), aliases_t.c.protected, *VERSION_COLS)
     .select_from(models_t
                  .outerjoin(aliases_t, and_(aliases_t.c.model_id == models_t.c.id,
                                             aliases_t.c.alias == bindparam("alias")))
                  .outerjoin(versions_t, and_(versions_t.c.model_id == models_t.c.id,
-                                             versions_t.c.version == aliases_t.c.version)))
+                                             versions_t.c.version == aliases_t.c.version, LIVE)))
     .where(models_t.c.name == bindparam("name"))
 )
 _TOKEN_BY_HASH = Query(_TOKENS.where(tokens_t.c.secret_hash == bindparam("secret_hash")))
@@ -196,7 +163,7 @@ def _visible_chain(chain_column: Any, query: AuditQuery, sqlite: bool) -> Any:
     return and_(visible, chain_column != "system")
 
 
-class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
+class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries, SearchQueries):
     """Data access for one unit of work. ``heads`` holds the chain heads this transaction has
     locked, for the unit of work to extend at commit."""
 
@@ -217,7 +184,7 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
         row = await self.db.first(_GET_MODEL_AND_ALIASES if aliases else _GET_MODEL, name=name)
         if row is None:
             return None
-        model = _model(row)
+        model = model_of(row)
         if aliases:
             model.aliases = split_names(row.aliases)
         return model
@@ -232,7 +199,7 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
         self.heads[row.chain] = ChainHead(row.chain, row.audit_seq, row.audit_hash, row.event_seq)
         self.locked_policies[(row.id, Stage.STAGING.value)] = row.policy_staging
         self.locked_policies[(row.id, Stage.PRODUCTION.value)] = row.policy_production
-        return _model(row)
+        return model_of(row)
 
     async def lock_chain(self, chain: str) -> ChainHead:
         stmt = select(chains_t.c.audit_seq, chains_t.c.audit_hash, chains_t.c.event_seq).where(
@@ -264,13 +231,23 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
         await self.conn.execute(update(models_t).where(models_t.c.id == model.id).values(
             description=model.description, tags=model.tags, updated_at=model.updated_at))
 
+    async def rename_model(self, model: RegisteredModel, new_name: str) -> None:
+        """Give the model a new name; its chain (keyed by the model's id) follows it."""
+        try:
+            await self.conn.execute(update(models_t).where(models_t.c.id == model.id).values(
+                name=new_name, updated_at=model.updated_at))
+        except IntegrityError:
+            raise AlreadyExistsError(f"model {new_name!r} already exists") from None
+        await self.conn.execute(update(chains_t).where(chains_t.c.model_id == model.id).values(
+            model_name=new_name))
+
     async def delete_model(self, model: RegisteredModel) -> None:
         # Versions and aliases go by ON DELETE CASCADE; the chain row and audit entries stay.
         await self.conn.execute(models_t.delete().where(models_t.c.id == model.id))
 
     async def list_models(self, name_prefix: str | None, after: str | None, limit: int,
                           patterns: Sequence[str] | None = None) -> list[RegisteredModel]:
-        stmt = select(*_MODEL_COLS, _MODEL_ALIASES).order_by(models_t.c.name).limit(limit)
+        stmt = select(*MODEL_COLS, MODEL_ALIASES).order_by(models_t.c.name).limit(limit)
         if patterns is not None:
             stmt = stmt.where(name_matches(models_t.c.name, patterns, self.sqlite))
         if name_prefix:
@@ -281,7 +258,7 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
             stmt = stmt.where(models_t.c.name > after)
         found = []
         for row in await self.conn.execute(stmt):
-            found.append(model := _model(row))
+            found.append(model := model_of(row))
             model.aliases = split_names(row.aliases)
         return found
 
@@ -290,6 +267,22 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
     async def allocate_version(self, model: RegisteredModel) -> int:
         model.last_version = await self.db.scalar(_ALLOCATE_VERSION, model_id=model.id)
         return model.last_version
+
+    async def reserve_version(self, model: RegisteredModel, number: int) -> bool:
+        """Take ``number`` (an imported version keeps its number): False when the counter has
+        already handed it out, live or deleted; otherwise the counter moves up to it."""
+        if number <= model.last_version:
+            return False
+        await self.conn.execute(update(models_t).where(models_t.c.id == model.id).values(
+            last_version=number))
+        model.last_version = number
+        return True
+
+    async def delete_version(self, version: ModelVersion, now: datetime) -> None:
+        """Delete softly: the row stays (deleted_at set) and is hidden from every read."""
+        await self.conn.execute(update(versions_t).where(
+            versions_t.c.model_id == version.model_id, versions_t.c.version == version.version,
+        ).values(deleted_at=now, updated_at=now))
 
     async def add_version(self, v: ModelVersion) -> None:
         v.id = await self.db.scalar(
@@ -301,7 +294,7 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
 
     async def get_version(self, model: RegisteredModel, number: int) -> ModelVersion | None:
         row = await self.db.first(_GET_VERSION, model_id=model.id, number=number)
-        return _version(row, model.name) if row else None
+        return version_of(row, model.name) if row else None
 
     async def get_version_and_production(
         self, model: RegisteredModel, number: int
@@ -314,9 +307,9 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
                 self.no_open_requests.add((model.id, row.version))
             # Separate objects even when the target is itself in production.
             if row.version == number:
-                target = _version(row, model.name)
+                target = version_of(row, model.name)
             if row.stage == Stage.PRODUCTION.value:
-                production = _version(row, model.name)
+                production = version_of(row, model.name)
         return target, production
 
     async def save_version(self, v: ModelVersion) -> None:
@@ -330,8 +323,8 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
     async def list_versions(self, model: RegisteredModel, stage: Stage | None, run_id: str | None,
                             tags: Sequence[tuple[str, str]], after: int,
                             limit: int) -> list[ModelVersion]:
-        stmt = (select(*_VERSION_COLS)
-                .where(versions_t.c.model_id == model.id, versions_t.c.version > after)
+        stmt = (select(*VERSION_COLS)
+                .where(versions_t.c.model_id == model.id, versions_t.c.version > after, LIVE)
                 .order_by(versions_t.c.version).limit(limit))
         if stage is not None:
             stmt = stmt.where(versions_t.c.stage == stage.value)
@@ -339,13 +332,13 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
             stmt = stmt.where(versions_t.c.run_id == run_id)
         for key, value in tags:
             stmt = stmt.where(versions_t.c.tags[key].as_string() == value)
-        return [_version(r, model.name) for r in await self.conn.execute(stmt)]
+        return [version_of(r, model.name) for r in await self.conn.execute(stmt)]
 
     async def versions_in_stage(self, model: RegisteredModel, stage: Stage) -> list[ModelVersion]:
-        stmt = (select(*_VERSION_COLS)
-                .where(versions_t.c.model_id == model.id, versions_t.c.stage == stage.value)
+        stmt = (select(*VERSION_COLS)
+                .where(versions_t.c.model_id == model.id, versions_t.c.stage == stage.value, LIVE)
                 .order_by(versions_t.c.version))
-        return [_version(r, model.name) for r in await self.conn.execute(stmt)]
+        return [version_of(r, model.name) for r in await self.conn.execute(stmt)]
 
     async def versions_in_stage_by_name(self, name: str, stage: Stage) -> list[ModelVersion] | None:
         """The model's versions in ``stage`` and whether the model exists, in one query (the
@@ -353,7 +346,7 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
         rows = await self.db.all(_IN_STAGE_BY_NAME, name=name, stage=stage.value)
         if not rows:
             return None
-        return [_version(r, name) for r in rows if r.id is not None]
+        return [version_of(r, name) for r in rows if r.id is not None]
 
     async def rollback_candidate(self, model: RegisteredModel) -> int | None:
         return await self.db.scalar(_ROLLBACK_CANDIDATE, model_id=model.id)
@@ -370,7 +363,7 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries):
             return None
         if row.id is None:
             return None, None
-        return AliasRecord(row.version, bool(row.protected)), _version(row, name)
+        return AliasRecord(row.version, bool(row.protected)), version_of(row, name)
 
     async def set_alias(self, model: RegisteredModel, alias: str, version: int, protected: bool) -> None:
         # The model row is locked, so update-or-insert cannot race with another writer.

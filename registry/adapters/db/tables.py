@@ -156,6 +156,8 @@ class VersionRow(SQLModel, table=True):
     # Set once, when the version's artifacts were frozen; the digest of their manifest.
     sealed_at: datetime | None = _ts(nullable=True)
     manifest_digest: str | None = Field(default=None, sa_column=Column(String(71), nullable=True))
+    # Set when the version was deleted (softly: every read, list and search leaves it out).
+    deleted_at: datetime | None = _ts(nullable=True)
 
 
 class AliasRow(SQLModel, table=True):

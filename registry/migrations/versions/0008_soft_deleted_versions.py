@@ -1,0 +1,29 @@
+"""Versions can be deleted softly (``model_versions.deleted_at``), as MLflow's API deletes them: a
+deleted version is hidden from reads, lists and searches, its number is never handed out again (the
+model's counter already guarantees that) and its audit entries stay. Nothing existing is deleted.
+
+Revision ID: 0008
+Revises: 0007
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = '0008'
+down_revision: str | None = '0007'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("model_versions") as batch:
+        batch.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("model_versions") as batch:
+        batch.drop_column("deleted_at")
