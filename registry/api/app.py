@@ -23,6 +23,7 @@ from registry.api.controllers.webhooks import LineageSinkController, WebhookCont
 from registry.api.errors import EXCEPTION_HANDLERS
 from registry.api.idempotency import IdempotencyMiddleware
 from registry.api.middleware import RequestIdMiddleware, TokenAuthMiddleware
+from registry.api.mlflow import routers as mlflow_routers
 from registry.api.openapi import tighten
 from registry.api.strict import StrictRequest, install, reject_loose_query
 from registry.bootstrap import Container
@@ -82,7 +83,7 @@ def create_app(container: Container, *, on_startup: Sequence[Hook] = (),
         await container.close()
 
     app = Litestar(
-        route_handlers=[api, healthz, readyz],
+        route_handlers=[api, *mlflow_routers(), healthz, readyz],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(),
         on_startup=list(on_startup),
