@@ -48,6 +48,10 @@ class CreateModelRequest(Request):
     tags: TagMap = {}
 
 
+class RenameModelRequest(Request):
+    new_name: ModelName
+
+
 class UpdateModelRequest(Request):
     """JSON merge patch: absent fields stay, a null tag value removes that tag."""
 

@@ -9,7 +9,7 @@ from registry.domain.events import ModelCreated, ModelDeleted, ModelUpdated
 from registry.domain.model import RegisteredModel, normalize_name, validate_model_name, validate_tags
 from registry.domain.permissions import Role
 from registry.domain.stages import Stage
-from registry.services.access import check_can_create, lock_model, require_model
+from registry.services.access import check_can_create, check_visible, lock_model, require_model
 from registry.services.commands import MISSING, CreateModel, DeleteModel, RenameModel, UpdateModel
 from registry.services.pagination import check_limit, decode_cursor, page
 from registry.services.ports import Page, UnitOfWork
@@ -105,6 +105,7 @@ async def rename_model(cmd: RenameModel, uow: UnitOfWork) -> RegisteredModel:
     """Give a model a new name (admins: serving finds models by name). Its versions, aliases,
     policies and audit chain (keyed by the model's id) stay with it; the old name is free."""
     new_name = validate_model_name(cmd.new_name)
+    check_visible(uow, cmd.name)  # a model the token cannot see does not exist: 404 before 403
     check_can_create(uow, new_name)
     async with uow:
         model = await lock_model(uow, cmd.name, Role.ADMIN, "renaming a model")

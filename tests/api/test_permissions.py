@@ -291,6 +291,10 @@ def _request(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
     assert (body["id"], body["model"], body["state"]) == (ctx["request_id"], ctx["m"], "pending")
 
 
+def _renamed(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    assert (r.json()["name"], r.json()["latest_version"]) == (f"{ctx['m']}-renamed", 1)
+
+
 def _opened(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
     body = r.json()
     assert (body["model"], body["state"], body["requested_by"]) == (ctx["m"], "pending", f"perm-{role}")
@@ -382,6 +386,9 @@ TABLE: tuple[Row, ...] = (
     write("createModel", "createModel", "POST", "/models", "editor", 201, NOTHING, {"name": "{m}"}, out=403),
     write("updateModel", "updateModel", "PATCH", "/models/{m}", "editor", 200, MODEL, {"description": "new"}),
     write("deleteModel", "deleteModel", "DELETE", "/models/{m}", "admin", 204, ONE),
+    write("renameModel", "renameModel", "POST", "/models/{m}/rename", "admin", 200, ONE,
+          {"new_name": "{m}-renamed"}, check=_renamed),
+    write("deleteModelVersion", "deleteModelVersion", "DELETE", "/models/{m}/versions/1", "admin", 204, ONE),
     write("registerModelVersion", "registerModelVersion", "POST", "/models/{m}/versions", "editor", 201,
           MODEL, {"source": "s3://bucket/m"}),
     write("updateModelVersion", "updateModelVersion", "PATCH", "/models/{m}/versions/1", "editor", 200,

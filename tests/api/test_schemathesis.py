@@ -59,6 +59,8 @@ EXPECTED: dict[str, list[str]] = {
     "getModel": ["404"],
     "updateModel": ["404"],
     "deleteModel": ["404", "409"],
+    "renameModel": ["404", "409"],          # 409: the new name is taken
+    "deleteModelVersion": ["404", "409"],   # 409: in production
     "registerModelVersion": ["404"],
     "listModelVersions": ["404"],
     "getModelVersion": ["404"],
@@ -303,8 +305,10 @@ def _steered(operation_id: str, params: set[str]) -> st.SearchStrategy[dict[str,
     if "path" in params:  # an artifact: a seeded version and a path, most of them stored
         return st.tuples(_seeded_model_version, st.sampled_from(ARTIFACT_PATHS)).map(
             lambda vp: {"name": vp[0][0], "version": vp[0][1], "path": vp[1]})
-    if operation_id == "deleteModel":
+    if operation_id in {"deleteModel", "renameModel"}:
         return st.integers(min_value=0, max_value=10_000).map(lambda i: {"name": f"{DISPOSABLE}{i}"})
+    if operation_id == "deleteModelVersion":
+        return st.integers(min_value=0, max_value=10_000).map(lambda i: {"name": f"{DISPOSABLE}{i}", "version": 1})
     if "alias" in params:
         return _seeded_alias.map(lambda na: {"name": na[0], "alias": na[1]})
     if "version" in params:
@@ -401,6 +405,8 @@ HAPPY_PATHS: dict[str, dict[str, Any]] = {
     "updateModel": {"path_parameters": {"name": HAPPY},
                     "body": {"description": "patched", "tags": {"k": None, "n": "w"}}},
     "deleteModel": {"path_parameters": {"name": f"{HAPPY}-doomed"}},
+    "renameModel": {"path_parameters": {"name": f"{HAPPY}-renaming"}, "body": {"new_name": f"{HAPPY}-renamed"}},
+    "deleteModelVersion": {"path_parameters": {"name": f"{HAPPY}-pruned", "version": 1}},
     "registerModelVersion": {"path_parameters": {"name": HAPPY},
                              "body": {"source": "s3://bucket/happy", "metrics": {"auc": 0.5},
                                       "inputs": [{"namespace": "s3://data", "name": "train",
@@ -598,6 +604,10 @@ def seeded(server: Server) -> Iterator[Server]:
         REQUESTERS.pop(server.url).close()
 
 
+# Models the explicit examples of deleteModel, renameModel and deleteModelVersion consume.
+_DOOMED = {f"{HAPPY}-doomed", f"{HAPPY}-renaming", f"{HAPPY}-pruned"}
+
+
 def _prepare(case: schemathesis.Case, server: Server) -> None:
     """Put back what the case is about to consume or change, so each case finds the world it needs:
     deletes never starve the next operations and the explicit examples always start alike."""
@@ -618,8 +628,15 @@ def _prepare(case: schemathesis.Case, server: Server) -> None:
         created = c.post("/webhooks", json={"url": f"{HOOK_URL}-doomed", "event_types": ["webhook.disabled"]})
         assert created.status_code == 201, created.text
         case.path_parameters["webhook_id"] = created.json()["id"]
-    elif op == "deleteModel" and (name.startswith(DISPOSABLE) or name == f"{HAPPY}-doomed"):
+    elif op in {"deleteModel", "renameModel"} and (name.startswith(DISPOSABLE) or name in _DOOMED):
         c.post("/models", json={"name": name})
+        if op == "renameModel" and _is_example(case):
+            c.delete(f"/models/{HAPPY}-renamed")
+    elif op == "deleteModelVersion" and (name.startswith(DISPOSABLE) or name in _DOOMED):
+        c.post("/models", json={"name": name})
+        r = c.post(f"/models/{name}/versions", json={"source": "s3://bucket/doomed"})
+        assert r.status_code == 201, r.text
+        case.path_parameters["version"] = r.json()["version"]
     elif op in {"getAlias", "deleteAlias"} and (name, alias) in ALIASES:
         c.put(f"/models/{name}/aliases/{alias}", json={"version": ALIASES[name, alias]})
     elif not _is_example(case):

@@ -9,9 +9,16 @@ from litestar.params import JSONBody, QueryParameter
 
 from registry.api.deps import ModelPath, given, reader, writer
 from registry.api.errors import problem_responses
-from registry.api.schemas import NO_NUL, CreateModelRequest, ModelList, ModelResponse, UpdateModelRequest
+from registry.api.schemas import (
+    NO_NUL,
+    CreateModelRequest,
+    ModelList,
+    ModelResponse,
+    RenameModelRequest,
+    UpdateModelRequest,
+)
 from registry.services import models as svc
-from registry.services.commands import CreateModel, DeleteModel, UpdateModel
+from registry.services.commands import CreateModel, DeleteModel, RenameModel, UpdateModel
 
 Limit = Annotated[int | None, QueryParameter(ge=1, le=1000, description="page size (default 50)")]
 Cursor = Annotated[str | None, QueryParameter(max_length=2048, description="from next_cursor")]
@@ -53,3 +60,11 @@ class ModelController(Controller):
         """Delete a model with its versions and aliases; its audit log stays. 409 `conflict`
         while a version is in production."""
         await svc.delete_model(DeleteModel(name), writer(request))
+
+    @post("/{name:str}/rename", operation_id="renameModel", status_code=200,
+          responses=problem_responses(400, 403, 404, 409))
+    async def rename_model(self, request: Request[Any, Any, Any], name: ModelPath,
+                           data: JSONBody[RenameModelRequest]) -> ModelResponse:
+        """Give the model a new name (admin). Its versions, aliases, policies and audit chain go
+        with it; the old name is free again. 409 `already_exists` when the new name is taken."""
+        return ModelResponse.of(await svc.rename_model(RenameModel(name, data.new_name), writer(request)))

@@ -36,6 +36,7 @@ from registry.domain.model import normalize_name
 from registry.services import aliases, history, lineage, transitions, versions
 from registry.services.commands import (
     DeleteAlias,
+    DeleteModelVersion,
     RegisterModelVersion,
     SetAlias,
     TransitionModelVersion,
@@ -100,6 +101,14 @@ class VersionController(Controller):
                                  given(data.metrics), if_match)
         v = await versions.update_model_version(cmd, writer(request))
         return with_etag(ModelVersionResponse.of(v), v.etag)
+
+    @delete("/versions/{version:int}", operation_id="deleteModelVersion",
+            responses=problem_responses(400, 403, 404, 409))
+    async def delete_version(self, request: Request[Any, Any, Any], name: ModelPath, version: VersionPath) -> None:
+        """Delete the version softly (admin): hidden from every read, list and search, its number
+        never handed out again, its audit kept; aliases pointing at it are removed and its open
+        transition requests cancelled. 409 `conflict` while it is in production."""
+        await versions.delete_model_version(DeleteModelVersion(name, version), writer(request))
 
     @post("/versions/{version:int}/transitions", operation_id="transitionModelVersion",
           status_code=200, response_headers=ETAG_HEADER,
