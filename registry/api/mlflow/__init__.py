@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
 from litestar import Router, route
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotFoundException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
+from litestar.params import PathParameter
 
 from registry.api.mlflow.errors import EXCEPTION_HANDLERS
 from registry.api.mlflow.handlers import HANDLERS
@@ -52,7 +53,7 @@ class MlflowAuthMiddleware(AbstractAuthenticationMiddleware):
 
 
 @route("/{path:path}", http_method=["GET", "POST", "PATCH", "PUT", "DELETE"])
-async def unknown_endpoint(path: str) -> None:
+async def unknown_endpoint(path: Annotated[str, PathParameter()]) -> None:
     """MLflow's endpoints this registry does not serve (experiments, runs, ...)."""
     raise NotFoundException()
 
