@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Response, Router
+from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme, Server
@@ -20,10 +22,12 @@ from registry.api.controllers.models import ModelController
 from registry.api.controllers.tokens import TokenController
 from registry.api.controllers.versions import VersionController
 from registry.api.controllers.webhooks import LineageSinkController, WebhookController
-from registry.api.errors import EXCEPTION_HANDLERS
+from registry.api.errors import EXCEPTION_HANDLERS, http_error_handler
 from registry.api.idempotency import IdempotencyMiddleware
 from registry.api.middleware import RequestIdMiddleware, TokenAuthMiddleware
+from registry.api.mlflow import PREFIXES as MLFLOW_PREFIXES
 from registry.api.mlflow import routers as mlflow_routers
+from registry.api.mlflow.errors import http_error_handler as mlflow_http_error_handler
 from registry.api.openapi import tighten
 from registry.api.strict import StrictRequest, install, reject_loose_query
 from registry.bootstrap import Container
@@ -63,6 +67,14 @@ def _fix_default_options(app: Litestar) -> None:
                     cell.cell_contents = route
 
 
+def _http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Errors raised before any route was chosen (a method the path does not serve) answer in
+    the wire format of the surface the path belongs to."""
+    if request.url.path.startswith(MLFLOW_PREFIXES):
+        return mlflow_http_error_handler(request, exc)
+    return http_error_handler(request, exc)
+
+
 def create_app(container: Container, *, on_startup: Sequence[Hook] = (),
                on_shutdown: Sequence[Hook] = ()) -> Litestar:
     """``on_startup``/``on_shutdown`` run in the server's event loop (the workers, when serve
@@ -84,7 +96,7 @@ def create_app(container: Container, *, on_startup: Sequence[Hook] = (),
 
     app = Litestar(
         route_handlers=[api, *mlflow_routers(), healthz, readyz],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, HTTPException: _http_error_handler},
         openapi_config=openapi_config(),
         on_startup=list(on_startup),
         on_shutdown=[*on_shutdown, close],

@@ -227,7 +227,7 @@ def test_known_event_types_and_globs_are_accepted(patterns: list[str]) -> None:
 
 
 @pytest.mark.parametrize("pattern", [
-    "model.creatd", "model_version.deleted", "Model.created", "model", "webhook", "", "webhook.*.x",
+    "model.creatd", "model_version.removed", "Model.created", "model", "webhook", "", "webhook.*.x",
     "model_version.created ", "audit.*",
 ])
 def test_patterns_matching_no_known_type_are_refused(pattern: str) -> None:

@@ -175,7 +175,7 @@ def decode_page_token(token: str | None) -> int:
 def search(filter_text: str | None, order_by: list[str], max_results: int, page_token: str | None,
            *, versions: bool, max_allowed: int) -> Search:
     if not 1 <= max_results <= max_allowed:
-        raise ValidationError(f"Invalid value for max_results. It must be at most {max_allowed}, "
+        raise ValidationError(f"Invalid value for max_results. It must be between 1 and {max_allowed}, "
                               f"but got value {max_results}")
     return Search(parse_filter(filter_text, versions=versions), parse_order_by(order_by, versions=versions),
                   decode_page_token(page_token), max_results)

@@ -43,7 +43,7 @@ class Params:
             if raw.strip():
                 try:
                     body = msgspec.json.decode(raw)
-                except (msgspec.DecodeError, RecursionError):
+                except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
                     raise ValidationError("the request body is not valid JSON") from None
                 if not isinstance(body, dict):
                     raise ValidationError("the request body must be a JSON object")
