@@ -213,3 +213,12 @@ async def test_an_import_keeps_numbers_gaps_stages_and_origins_and_is_idempotent
     imported = json.loads(entries[1]["canonical"])["after"]["imported"]
     assert imported == {"from": "http://mlflow.example", "created_at": "2024-01-02T00:00:00.000000Z",
                         "created_by": "ann", "updated_at": "2024-03-04T00:00:00.000000Z"}
+
+
+async def test_a_move_refused_by_role_names_the_role_the_stage_table_asks(container: Container) -> None:
+    name = await new_model(container)
+    await register(container, name)
+    viewer = Actor("vi", "req-vi", Role.VIEWER)
+    with pytest.raises(ForbiddenError) as caught:
+        await move(container, name, 1, "staging", actor=viewer)
+    assert "needs the stager role" in caught.value.detail, caught.value.detail
