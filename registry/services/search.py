@@ -90,3 +90,16 @@ async def latest_versions(model_name: str, stages: list[Stage] | None, uow: Unit
         found = await uow.repo.latest_versions(model)
     wanted = set(stages) if stages else set(Stage)
     return [v for v in found if v.stage in wanted]
+
+
+async def model_summaries(found: list[RegisteredModel], uow: UnitOfWork
+                          ) -> list[tuple[RegisteredModel, list[ModelVersion], list[tuple[str, int]]]]:
+    """Each model with its latest version per stage and its aliases (name, version), read in one
+    unit of work: what a search result shows of each model."""
+    out = []
+    async with uow:
+        for model in found:
+            latest = await uow.repo.latest_versions(model)
+            aliases = [(alias, record.version) for alias, record in await uow.repo.list_aliases(model, None, None)]
+            out.append((model, latest, aliases))
+    return out

@@ -32,7 +32,6 @@ MAX_MODELS_PER_PAGE = 1000  # MLflow's limits for search_registered_models / sea
 DEFAULT_MODELS_PER_PAGE = 100
 MAX_VERSIONS_PER_PAGE = 200_000
 DEFAULT_VERSIONS_PER_PAGE = 10_000
-_ALL_ALIASES = 1000  # aliases listed with a registered model (one page of the alias list)
 
 
 def ok(body: dict[str, Any] | None = None) -> Response[Any]:
@@ -42,9 +41,8 @@ def ok(body: dict[str, Any] | None = None) -> Response[Any]:
 async def _model_json(request: AnyRequest, name: str) -> dict[str, Any]:
     """A registered model as MLflow shows it: latest version per stage and its aliases."""
     model = await models.get_model(name, reader(request))
-    latest = await search.latest_versions(model.name, None, reader(request))
-    found = await aliases.list_aliases(model.name, None, _ALL_ALIASES, reader(request))
-    return wire.registered_model(model, latest, [(a, r.version) for a, r in found.items])
+    (summary,) = await search.model_summaries([model], reader(request))
+    return wire.registered_model(*summary)
 
 
 # -- registered models -------------------------------------------------------------------------
@@ -93,8 +91,8 @@ async def search_registered_models(request: AnyRequest) -> Response[Any]:
                             p.integer("max_results", DEFAULT_MODELS_PER_PAGE), p.string("page_token"),
                             versions=False, max_allowed=MAX_MODELS_PER_PAGE)
     found = await search.search_models(wanted, reader(request))
-    body: dict[str, Any] = {"registered_models": [await _model_json(request, m.name)
-                                                  for m in found[:wanted.limit]]}
+    summaries = await search.model_summaries(found[:wanted.limit], reader(request))
+    body: dict[str, Any] = {"registered_models": [wire.registered_model(*summary) for summary in summaries]}
     if len(found) > wanted.limit:
         body["next_page_token"] = filters.encode_page_token(wanted.offset + wanted.limit)
     return ok(body)
