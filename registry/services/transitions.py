@@ -170,15 +170,15 @@ async def move_checked(uow: UnitOfWork, model: RegisteredModel, version: ModelVe
         await uow.repo.save_version(incumbent)
         archived.append(incumbent.version)
     from_stage = version.stage
-    if from_stage is Stage.NONE:
-        # The first move out of none freezes the files: this entry proves what was approved.
-        if version.sealed_at is None:
-            # Archiving retires the version: uploads still open are dropped, not waited for.
-            manifest, _ = await seal(uow, model, version, announce_empty=False,
-                                     drop_open=trigger is Trigger.ARCHIVE)
-            audit_extra["artifacts"] = manifest.to_dict()
-        else:
-            audit_extra["artifacts"] = {"digest": version.manifest_digest}
+    if version.sealed_at is None:
+        # The first move out of none (or the first move of a version imported unsealed) freezes
+        # the files: this entry proves what was approved. Archiving retires the version: uploads
+        # still open are dropped, not waited for.
+        manifest, _ = await seal(uow, model, version, announce_empty=False,
+                                 drop_open=trigger is Trigger.ARCHIVE)
+        audit_extra["artifacts"] = manifest.to_dict()
+    elif from_stage is Stage.NONE:
+        audit_extra["artifacts"] = {"digest": version.manifest_digest}
     gate_results = [r.to_dict() for r in assessment.results]
     _move(uow, model, version, trigger, comment, {"archived": archived, "gates": gate_results},
           audit=audit_extra)

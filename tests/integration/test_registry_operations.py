@@ -222,3 +222,15 @@ async def test_a_move_refused_by_role_names_the_role_the_stage_table_asks(contai
     with pytest.raises(ForbiddenError) as caught:
         await move(container, name, 1, "staging", actor=viewer)
     assert "needs the stager role" in caught.value.detail, caught.value.detail
+
+
+async def test_an_imported_version_left_unsealed_is_sealed_by_its_first_move(container: Container) -> None:
+    name = unique("imported")
+    origin = Origin("http://mlflow.example", datetime(2024, 1, 2, tzinfo=UTC), None, datetime(2024, 1, 2, tzinfo=UTC))
+    await import_model(ImportModel(name, "", {}, origin), container.uow(ALICE))
+    await import_model_version(ImportModelVersion(name, 1, Stage.STAGING, "s3://b/1", origin), container.uow(ALICE))
+    assert (await versions.get_model_version(name, 1, container.uow(ALICE))).sealed_at is None
+    await move(container, name, 1, "production")
+    assert (await versions.get_model_version(name, 1, container.uow(ALICE))).sealed_at is not None
+    entry = json.loads((await audit_rows(container, await chain_of(container, name)))[-1]["canonical"])
+    assert entry["after"]["stage"] == "production" and "artifacts" in entry["after"], entry
