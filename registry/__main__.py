@@ -1,9 +1,9 @@
-"""Command line: ``python -m registry serve | worker | migrate | token | audit | openapi``.
+"""Command line: ``python -m registry serve | worker | migrate | token | audit | openapi | import``.
 
-``serve``, ``worker``, ``migrate`` and ``token create --bootstrap`` work on the database directly (an operator
-on the server host); every other command is an HTTP client of a running service (``registry.cli``,
-with ``REGISTRY_URL`` and ``REGISTRY_TOKEN``), the pipeline commands included (``registry.pipeline``:
-register, checks, gate, promote, rollback, requests).
+``serve``, ``worker``, ``migrate``, ``token create --bootstrap`` and ``import mlflow`` work on the
+database directly (an operator on the server host); every other command is an HTTP client of a
+running service (``registry.cli``, with ``REGISTRY_URL`` and ``REGISTRY_TOKEN``), the pipeline
+commands included (``registry.pipeline``: register, checks, gate, promote, rollback, requests).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from registry import artifact_cli, cli, pipeline
+from registry import artifact_cli, cli, mlflow_import, pipeline
 from registry.config import ConfigError, Settings
 
 DEFAULT_OPENAPI = Path("openapi/openapi.json")
@@ -212,6 +212,18 @@ def cmd_token_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_mlflow(args: argparse.Namespace) -> int:
+    """Copy an MLflow registry into the database directly (registry.mlflow_import)."""
+    import logging
+
+    from registry.log import configure
+
+    settings = _settings()
+    configure(settings.log_format, logging.WARNING)  # stdout is the report's
+    _ensure_schema(settings)
+    return asyncio.run(_with_container(settings, lambda c: mlflow_import.import_mlflow(args, c)))
+
+
 def openapi_document() -> dict:
     from registry.api.app import create_app
     from registry.api.openapi import document
@@ -283,6 +295,10 @@ def parser() -> argparse.ArgumentParser:
     av.add_argument("--model")
     av.add_argument("--anchor", type=Path, help="a file from `audit anchor`")
     av.set_defaults(fn=cli.audit_verify)
+
+    i = sub.add_parser("import", help="copy another registry into this one (on the server host)")
+    isub = i.add_subparsers(dest="import_command", required=True)
+    mlflow_import.add_parser(isub).set_defaults(fn=cmd_import_mlflow)
 
     o = sub.add_parser("openapi", help="write the OpenAPI document")
     o.add_argument("--output", type=Path, default=DEFAULT_OPENAPI)

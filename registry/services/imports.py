@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from registry.domain.errors import ConflictError
+from registry.domain.errors import ConflictError, ValidationError
 from registry.domain.events import ModelImported, VersionImported
 from registry.domain.model import ModelVersion, RegisteredModel, validate_model_name, validate_tags
 from registry.domain.permissions import Role
@@ -20,6 +20,7 @@ from registry.domain.stages import Stage
 from registry.services.access import check_can_create, check_role, lock_model
 from registry.services.audit import rfc3339
 from registry.services.ports import UnitOfWork
+from registry.services.resolve import MAX_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,12 @@ async def import_model_version(cmd: ImportModelVersion, uow: UnitOfWork) -> Mode
     (imported before, or handed out here): nothing changes then. A second production version is
     refused (409): the database allows one, and the importer decides which."""
     validate_tags(cmd.tags)
+    # As registration and the API check: below 1 would read as "taken already", past the
+    # 32-bit column a database error on PostgreSQL (not on SQLite).
+    if not 1 <= cmd.version <= MAX_VERSION:
+        raise ValidationError(f"version numbers are 1 to {MAX_VERSION}")
+    if not cmd.source:
+        raise ValidationError("source must not be empty")
     async with uow:
         model = await lock_model(uow, cmd.model, Role.ADMIN, "importing versions")
         if not await uow.repo.reserve_version(model, cmd.version):
