@@ -31,7 +31,8 @@ from registry.services.search import Condition
      (Condition("name", "=", "a"), Condition("tag", "like", "v%", "k"), Condition("tag", "=", "z", "x.y"))),
     ("name = 'it''s'", False, None),  # SQL doubling is not MLflow's escape
     ("name = 'it\\'s'", False, (Condition("name", "=", "it's"),)),
-    ("run_id IN ('r1','r2') AND name='m'", True, (Condition("run_id", "in", ("r1", "r2")), Condition("name", "=", "m"))),
+    ("run_id IN ('r1','r2') AND name='m'", True,
+     (Condition("run_id", "in", ("r1", "r2")), Condition("name", "=", "m"))),
     ("run_id NOT IN ('r1')", True, (Condition("run_id", "not in", ("r1",)),)),
     ("source_path LIKE 's3://%'", True, (Condition("source", "like", "s3://%"),)),
     ("version_number >= 3", True, (Condition("version", ">=", "3"),)),
