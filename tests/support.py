@@ -8,6 +8,7 @@ import concurrent.futures
 import os
 import secrets
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -166,6 +167,23 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def end_group(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    """SIGTERM to a process started with ``start_new_session`` (an ``mlflow server``: it ends its
+    gunicorn or uvicorn and its job runner), then SIGKILL to whatever of its process group is left
+    after ``grace`` seconds."""
+    proc.terminate()
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        proc.poll()
+        try:
+            os.killpg(proc.pid, 0)  # anyone of the group left?
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @contextmanager

@@ -51,7 +51,6 @@ import os
 import platform
 import re
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -68,7 +67,16 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from registry.adapters.db.engine import create_engine
-from tests.support import PG_ENV, REPO, create_pg_database, drop_pg_database, free_port, run_server, sqlite_url
+from tests.support import (
+    PG_ENV,
+    REPO,
+    create_pg_database,
+    drop_pg_database,
+    end_group,
+    free_port,
+    run_server,
+    sqlite_url,
+)
 
 HERE = Path(__file__).parent
 LUA = HERE / "versus.lua"
@@ -526,7 +534,7 @@ def mlflow_server(venv: Path, db_url: str, data_dir: Path, workers: int,
         _wait(url + "/health", proc, log)
         yield url, proc.pid
     finally:
-        _end_group(proc)
+        end_group(proc, 30)
 
 
 def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
@@ -542,21 +550,6 @@ def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 3
         time.sleep(0.5)
     raise RuntimeError(f"mlflow server not up after {timeout}s:\n{log.read_text()[-4000:]}")
 
-
-def _end_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to `mlflow server` (it ends its gunicorn or uvicorn and its job runner), then
-    SIGKILL to whatever is left after 30 s of the process group this benchmark started."""
-    proc.terminate()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        proc.poll()
-        try:
-            os.killpg(proc.pid, 0)  # anyone of the group left?
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 # -- configuration and the table ---------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -39,7 +38,7 @@ from registry.services.models import create_model
 from registry.services.ports import Actor, AuditQuery
 from registry.services.versions import register_model_version
 from tests.mlflow.env import SERVER, python_of
-from tests.support import REPO, free_port
+from tests.support import REPO, end_group, free_port
 
 ADMIN = Actor("test", "test-request")
 MODELS = ["churn", "fraud", "o'brien", "with-files"]
@@ -184,7 +183,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
         made = json.loads(fill.stdout.strip().splitlines()[-1])
         yield Source(url, made["run_id"], made["logged_model"], files, total_bytes)
     finally:
-        _end_group(proc)
+        end_group(proc)
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
@@ -199,21 +198,6 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: f
         time.sleep(0.3)
     raise AssertionError(f"mlflow server not up after {timeout}s:\n{log.read_text()[-4000:]}")
 
-
-def _end_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the server's process group (uvicorn, its job runner); SIGKILL to whatever of
-    it is left after 20 s."""
-    os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        proc.poll()
-        try:
-            os.killpg(proc.pid, 0)  # anyone of the group left?
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def run_import(database_url: str, data_dir: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
