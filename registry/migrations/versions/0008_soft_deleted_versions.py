@@ -20,10 +20,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("model_versions") as batch:
-        batch.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
+    # A plain ALTER TABLE on both backends, never a batch rebuild: on SQLite, dropping the old
+    # model_versions would delete (cascading) the artifacts and uploads that reference it.
+    op.add_column("model_versions", sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("model_versions") as batch:
-        batch.drop_column("deleted_at")
+    # ALTER TABLE ... DROP COLUMN (SQLite 3.35 and later) for the same reason: no rebuild. The
+    # versions deleted softly come back into view: the older schema has no way to hide them.
+    op.drop_column("model_versions", "deleted_at")
