@@ -167,7 +167,9 @@ class ModelResponse(Struct):
     name: str
     description: str
     tags: dict[str, str]
-    latest_version: int | None
+    latest_version: Annotated[int | None, Meta(
+        description="the highest version number handed out so far (a deleted version's included: "
+                    "numbers are never reused), or null before the first")]
     created_at: datetime
     updated_at: datetime
     created_by: str

@@ -65,8 +65,8 @@ async def resolve_uri(uri: str, uow: UnitOfWork) -> ModelVersion:
             if alias is None:
                 raise NotFoundError(f"model {model.name!r} has no alias {parsed.alias!r}")
             number = alias.version
-        elif parsed.latest:
-            number = model.last_version
+        elif parsed.latest:  # the highest live version (the counter also counts deleted ones)
+            number = max((v.version for v in await uow.repo.latest_versions(model)), default=0)
             if number == 0:
                 raise NotFoundError(f"model {model.name!r} has no versions")
         elif parsed.stage is not None:

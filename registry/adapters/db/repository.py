@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert, literal, not_, or_, select, true, tuple_, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, not_, or_, select, true, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from registry.adapters.db.aggregates import split_names
@@ -407,16 +407,16 @@ class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries, SearchQueries
         return history
 
     async def chain_for_model_name(self, name: str) -> str | None:
-        """The chain of the model now holding ``name``, or of the last one that held it: model ids
-        only grow and a name is re-created only after its model is deleted, so the largest wins."""
-        stmt = (select(chains_t.c.id).where(chains_t.c.model_name == name)
-                .order_by(chains_t.c.model_id.desc()).limit(1))
-        return (await self.conn.execute(stmt)).scalar_one_or_none()
+        """The chain of the model now holding ``name``, or of the last one that held it."""
+        chains = await self.chains_for_model_name(name)
+        return chains[0] if chains else None
 
     async def chains_for_model_name(self, name: str) -> list[str]:
-        """Every chain that held ``name``, newest model first."""
+        """Every chain whose model held ``name`` last, the live model's first (a rename can give a
+        model the name of a deleted one with a larger id), then the deleted ones, newest first."""
+        live = exists().where(models_t.c.id == chains_t.c.model_id, models_t.c.name == name)
         stmt = (select(chains_t.c.id).where(chains_t.c.model_name == name)
-                .order_by(chains_t.c.model_id.desc()))
+                .order_by(case((live, 0), else_=1), chains_t.c.model_id.desc()))
         return list((await self.conn.execute(stmt)).scalars())
 
     async def audit_entries(self, query: AuditQuery, after: tuple[str, int] | None,
