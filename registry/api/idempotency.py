@@ -38,6 +38,9 @@ class ClientGone(Exception):  # noqa: N818
     """The client left before sending the whole body: nothing is run."""
 
 
+NATIVE = "/api/v1/"  # the surface whose POSTs honour Idempotency-Key
+
+
 class IdempotencyMiddleware:
     def __init__(self, app: ASGIApp, container: Container) -> None:
         self.app = app
@@ -49,8 +52,10 @@ class IdempotencyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key = _header(scope, b"idempotency-key") if scope["type"] == "http" else None
         credential = _header(scope, b"authorization") if key is not None else None
-        if key is None or scope["method"] != "POST" or not credential:
-            await self.app(scope, receive, send)  # no key, or no token to scope it: 401 follows
+        if key is None or scope["method"] != "POST" or not credential or not scope["path"].startswith(NATIVE):
+            # No key, or no token to scope it (401 follows), or MLflow's surface, which has no
+            # Idempotency-Key in its contract: the call runs as it is.
+            await self.app(scope, receive, send)
             return
         try:
             validate_key(key)
