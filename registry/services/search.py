@@ -18,7 +18,7 @@ OPERATORS = frozenset({"=", "!=", "like", "ilike", "in", "not in", "<", "<=", ">
 # What a search may be ordered by (``version`` for versions only); ties break by name, version.
 MODEL_ORDER = frozenset({"name", "created_at", "updated_at"})
 VERSION_ORDER = frozenset({"name", "version", "created_at", "updated_at"})
-MAX_SEARCH_WINDOW = 100_000  # offset + limit: deep pages of a search are not free
+MAX_SEARCH_WINDOW = 1_000_000  # offset + limit: deep pages of a search are not free
 
 
 @dataclass(frozen=True, slots=True)

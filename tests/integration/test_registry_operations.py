@@ -23,7 +23,9 @@ from registry.domain.permissions import Role
 from registry.domain.stages import Stage
 from registry.services import aliases, models, search, versions
 from registry.services.approvals import get_request, request_transition
+from registry.services.audit import list_audit, list_events
 from registry.services.commands import (
+    DeleteModel,
     DeleteModelVersion,
     RenameModel,
     RequestTransition,
@@ -34,6 +36,7 @@ from registry.services.commands import (
 )
 from registry.services.imports import ImportModel, ImportModelVersion, Origin, import_model, import_model_version
 from registry.services.ports import Actor
+from registry.services.resolve import resolve_uri
 from registry.services.search import Condition, Search
 from registry.services.transitions import rollback_model, transition_model_version
 from tests.conftest import unique
@@ -167,6 +170,10 @@ async def test_searches_filter_order_and_page(container: Container) -> None:
         f"{prefix}-beta", f"{prefix}-alpha2"], "limit + 1 rows: the extra one says a page follows"
     assert await names(Condition("name", "like", f"{prefix}-%"), order_by=(("name", False),), offset=2) == [
         f"{prefix}-Alpha"]
+    slashed = await new_model(container, f"{prefix}-back\\slash")
+    for op in ("like", "ilike"):  # a backslash is itself on both backends, not an escape
+        assert await names(Condition("name", op, f"{prefix}-back\\%")) == [slashed]
+        assert await names(Condition("name", op, f"{prefix}-back\\")) == []
 
 
 async def test_version_search_and_latest_per_stage(container: Container) -> None:
@@ -182,8 +189,15 @@ async def test_version_search_and_latest_per_stage(container: Container) -> None
     found = await search.search_model_versions(Search((Condition("name", "=", name), Condition(
         "version", ">", "2")), order_by=(("version", True),)), container.uow(ALICE))
     assert [v.version for v in found] == [3, 4, 5]
+    await register(container, name)  # 6, without a run: MLflow's run_id "" (NULL here)
+    found = await search.search_model_versions(Search((Condition("name", "=", name), Condition(
+        "run_id", "!=", "r1")), order_by=(("version", True),)), container.uow(ALICE))
+    assert [v.version for v in found] == [5, 6]
+    found = await search.search_model_versions(Search((Condition("name", "=", name), Condition(
+        "run_id", "=", ""))), container.uow(ALICE))
+    assert [v.version for v in found] == [6]
     latest = await search.latest_versions(name, None, container.uow(ALICE))
-    assert {v.stage: v.version for v in latest} == {Stage.STAGING: 2, Stage.PRODUCTION: 3, Stage.NONE: 5}
+    assert {v.stage: v.version for v in latest} == {Stage.STAGING: 2, Stage.PRODUCTION: 3, Stage.NONE: 6}
     only = await search.latest_versions(name, [Stage.PRODUCTION], container.uow(ALICE))
     assert [v.version for v in only] == [3]
 
@@ -234,3 +248,22 @@ async def test_an_imported_version_left_unsealed_is_sealed_by_its_first_move(con
     assert (await versions.get_model_version(name, 1, container.uow(ALICE))).sealed_at is not None
     entry = json.loads((await audit_rows(container, await chain_of(container, name)))[-1]["canonical"])
     assert entry["after"]["stage"] == "production" and "artifacts" in entry["after"], entry
+
+
+async def test_a_model_renamed_to_a_deleted_models_name_owns_that_names_feeds(container: Container) -> None:
+    live, dead = await new_model(container), await new_model(container)  # dead has the larger id
+    await register(container, dead)
+    await models.delete_model(DeleteModel(dead), container.uow(ALICE))
+    await models.rename_model(RenameModel(live, dead), container.uow(ALICE))
+    await register(container, dead)
+    feed = await list_events(dead, None, None, container.uow(ALICE))
+    assert [e["type"] for e in feed.items] == ["model.created", "model.updated", "model_version.created"]
+    entries = await list_audit(dead, None, None, container.uow(ALICE))
+    assert entries.items[-1]["action"] == "model_version.created"
+
+
+async def test_latest_resolves_to_the_highest_live_version(container: Container) -> None:
+    name = await new_model(container)
+    await register(container, name, 3)
+    await versions.delete_model_version(DeleteModelVersion(name, 3), container.uow(ALICE))
+    assert (await resolve_uri(f"models:/{name}/latest", container.uow(ALICE))).version == 2

@@ -111,6 +111,7 @@ CASES: dict[str, Any] = {
                                        json={"name": M, "alias": "champion", "version": "one"}),
     "alias with spaces": Case("POST", "/registered-models/alias", json={"name": M, "alias": "a b", "version": "1"}),
     "GET version not a number": Case("GET", "/model-versions/get", params={"name": M, "version": "abc"}),
+    "GET version of 5000 digits": Case("GET", "/model-versions/get", params={"name": M, "version": "9" * 5000}),
     "DELETE version not a number": Case("DELETE", "/model-versions/delete", json={"name": M, "version": "x"}),
     # -- NUL characters ----------------------------------------------------------------------------
     "NUL in a name": Case("POST", "/registered-models/create", json={"name": "a\x00b"}),
@@ -131,7 +132,9 @@ CASES: dict[str, Any] = {
     "max_results a fraction": search_models(max_results="1.5"),
     "max_results 1001 models": search_models(max_results="1001"),
     "max_results 200001 versions": search_versions(max_results="200001"),
-    "max_results 150000 versions": search_versions(max_results="150000"),
+    "max_results two minus signs": search_models(max_results="--5"),
+    "max_results of 5000 digits": search_models(max_results="9" * 5000),
+    "page_token past a million results": search_versions(page_token=b64({"offset": 999_999}), max_results="2"),
     "page_token not base64": search_models(page_token="%%%"),
     "page_token not JSON": search_models(page_token=b64(b"\xff\xfe")),
     "page_token a list": search_models(page_token=b64([1])),
@@ -142,6 +145,9 @@ CASES: dict[str, Any] = {
     "page_token offset 10**30": search_models(page_token=b64({"offset": 10**30})),
     # -- filters and order -------------------------------------------------------------------------
     "filter with OR": search_models(filter="name = 'a' OR name = 'b'"),
+    "version_number past 2**31": search_versions(filter="version_number = 99999999999999999999"),
+    "version_number of 5000 digits": search_versions(filter="version_number > " + "9" * 5000),
+    "version_number IN past 2**31": search_versions(filter="version_number = '2147483648'"),
     "filter on an unknown attribute": search_models(filter="foo = 'x'"),
     "filter with an unterminated quote": search_models(filter="name = 'abc"),
     "filter without a value": search_models(filter="name LIKE"),
@@ -239,3 +245,19 @@ def test_hostile_request_is_a_4xx_mlflow_error_and_writes_nothing(
     assert isinstance(body["message"], str) and body["message"].strip(), body
     assert registry.audit_heads() == heads, "a refused request wrote to the audit log"
     registry.assert_log_clean(mark)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_idempotency_key_on_the_mlflow_surface_is_not_in_its_contract_and_changes_nothing(
+        backend: str, mlflow_server: Callable[[str], Registry]) -> None:
+    """MLflow's API has no Idempotency-Key: a client that sends one gets MLflow's answer, the
+    change it asked for read back in the same response (no held transaction hides it)."""
+    registry = mlflow_server(backend)
+    name, new_name = unique("keyed"), unique("keyed-renamed")
+    headers = {"Authorization": f"Bearer {registry.admin}", "Idempotency-Key": unique("key")}
+    created = registry.raw.post("/api/2.0/mlflow/registered-models/create", json={"name": name}, headers=headers)
+    assert created.status_code == 200, created.text
+    renamed = registry.raw.post("/api/2.0/mlflow/registered-models/rename", headers=headers,
+                                json={"name": name, "new_name": new_name})
+    assert (renamed.status_code, renamed.json()["registered_model"]["name"]) == (200, new_name), renamed.text
+    assert "idempotent-replayed" not in renamed.headers

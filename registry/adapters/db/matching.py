@@ -23,7 +23,13 @@ def name_matches(column: Any, patterns: Sequence[str], sqlite: bool) -> Any:
 def like(column: Any, pattern: str, sqlite: bool) -> Any:
     """SQL LIKE ('%', '_'), case-sensitive on both backends: SQLite's LIKE ignores ASCII case, so
     there the pattern becomes a GLOB (its own wildcards in brackets, so they match themselves)."""
-    if not sqlite:
-        return column.like(pattern)
+    if not sqlite:  # no escape character, as on SQLite: a backslash is itself
+        return column.like(literal_backslashes(pattern))
     glob = "".join({"%": "*", "_": "?", "*": "[*]", "?": "[?]", "[": "[[]"}.get(ch, ch) for ch in pattern)
     return column.op("GLOB")(glob)
+
+
+def literal_backslashes(pattern: str) -> str:
+    """A LIKE pattern for PostgreSQL, whose LIKE takes a backslash as its escape character (and
+    refuses a pattern ending in one): each backslash doubled matches one backslash."""
+    return pattern.replace("\\", "\\\\")

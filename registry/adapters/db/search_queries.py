@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.adapters.db.aggregates import split_names
-from registry.adapters.db.matching import like, name_matches
+from registry.adapters.db.matching import like, literal_backslashes, name_matches
 from registry.adapters.db.rows import LIVE, MODEL_ALIASES, MODEL_COLS, VERSION_COLS, model_of, version_of
 from registry.adapters.db.tables import models_t, versions_t
 from registry.services.search import Condition, Search
@@ -31,7 +31,8 @@ def _compare(column: Any, c: Condition, sqlite: bool) -> ColumnElement[bool]:
         case "like":
             return like(column, str(value), sqlite)
         case "ilike":
-            return func.lower(column).like(func.lower(str(value)))
+            pattern = str(value) if sqlite else literal_backslashes(str(value))
+            return func.lower(column).like(func.lower(pattern))
         case "in":
             return column.in_(list(value))
         case "not in":
@@ -77,8 +78,9 @@ class SearchQueries:
         return found
 
     async def search_versions(self, search: Search, patterns: Sequence[str] | None) -> list[Any]:
-        columns = {"name": models_t.c.name, "run_id": versions_t.c.run_id, "source": versions_t.c.source,
-                   "version": versions_t.c.version}
+        # A version without a run has run_id NULL here and "" in MLflow: compared as "".
+        columns = {"name": models_t.c.name, "run_id": func.coalesce(versions_t.c.run_id, ""),
+                   "source": versions_t.c.source, "version": versions_t.c.version}
         stmt = (select(models_t.c.name.label("model_name"), *VERSION_COLS)
                 .join(models_t, models_t.c.id == versions_t.c.model_id)
                 .where(LIVE, *(self._condition(c, versions_t.c.tags, columns) for c in search.conditions)))

@@ -118,7 +118,7 @@ def _value(text: str, tokens: list[tuple[str, str]], i: int, *, listed: bool,
         if i < len(tokens) and (tokens[i][0] == "string" or (number and tokens[i][0] == "number")):
             kind, raw = tokens[i]
             value = _unquote(raw) if kind == "string" else raw
-            if number and not (value.isascii() and value.isdigit()):
+            if number and not _version_number(value):
                 raise _bad(text, f"{value!r} is not a version number")
             return value, i + 1
         raise _bad(text, "expected a quoted string value")
@@ -135,10 +135,14 @@ def _value(text: str, tokens: list[tuple[str, str]], i: int, *, listed: bool,
             i += 1
             continue
         if i < len(tokens) and tokens[i] == ("punct", ")"):
-            if number and not all(v.isascii() and v.isdigit() for v in values):
+            if number and not all(_version_number(v) for v in values):
                 raise _bad(text, "version numbers are whole numbers")
             return tuple(values), i + 1
         raise _bad(text, "IN takes a parenthesised list of quoted values")
+
+
+def _version_number(value: str) -> bool:
+    return re.fullmatch(r"[0-9]{1,10}", value) is not None and 1 <= int(value) < 2**31
 
 
 def parse_order_by(clauses: list[str], *, versions: bool) -> tuple[tuple[str, bool], ...]:

@@ -5,6 +5,7 @@ milliseconds, stages as ``None``/``Staging``/``Production``/``Archived``, unset 
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,8 @@ from registry.domain.model import ModelVersion, RegisteredModel
 from registry.domain.stages import Stage
 
 MAX_DEPTH = 32  # a body nested deeper is no MLflow request
+_DIGITS = re.compile(r"[0-9]{1,10}")  # a version number: 1 to 2**31 - 1
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
 
 
 def missing(name: str) -> ValidationError:
@@ -78,7 +81,7 @@ class Params:
         if value is None or value == "":
             raise missing(name)
         text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-        if not isinstance(text, str) or not text.isascii() or not text.isdigit() or not 1 <= int(text) < 2**31:
+        if not isinstance(text, str) or not _DIGITS.fullmatch(text) or not 1 <= int(text) < 2**31:
             raise ValidationError(f"Parameter '{name}' must be an integer, got '{value}'.")
         return int(text)
 
@@ -96,7 +99,7 @@ class Params:
         value = self._values.get(name)
         if value is None or value == "":
             return default
-        if isinstance(value, str) and value.isascii() and value.lstrip("-").isdigit():
+        if isinstance(value, str) and _INTEGER.fullmatch(value):
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValidationError(f"Invalid value {value!r} for parameter '{name}' supplied: expected an integer")
