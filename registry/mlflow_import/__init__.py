@@ -47,8 +47,9 @@ to import stops there (later numbers would pass it for good) until a later run.
 Artifacts: --copy-artifacts downloads each version's files through MLflow's artifact proxy (its
 mlflow-artifacts:/, runs:/ and models:/ locations), stores them here checked against their
 sha256, then seals the versions not in stage none (as leaving none seals a version here).
-Without it no file is copied and no version is sealed, so the files can be added later
-(`python -m registry artifacts upload`, then POST .../versions/<n>/seal).
+Without it no file is copied, and the versions not in stage none are sealed holding none: their
+files stay where their source points, and nobody can add files to a version already past none.
+Decide at the first run: a version sealed here takes no files later.
 
 Credentials for MLflow: MLFLOW_TRACKING_TOKEN (Bearer), else MLFLOW_TRACKING_USERNAME and
 MLFLOW_TRACKING_PASSWORD (Basic). Network errors and 408/429/5xx answers are retried with

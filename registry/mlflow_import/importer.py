@@ -40,6 +40,11 @@ from registry.services.ports import Actor, AuditQuery, UnitOfWork
 if TYPE_CHECKING:
     from registry.bootstrap import Container
 
+# What an MLflow entry that is not as MLflow writes them raises while it is read (a missing field,
+# a timestamp out of range or null): that entry fails, the run goes on.
+BAD_ENTRY = (ValueError, KeyError, TypeError, OverflowError)
+
+
 class Importer:
     """Copies what ``reader`` shows into the registry of ``container`` (or, on a dry run, only
     says what it would do). Each entry is its own unit of work."""
@@ -72,7 +77,7 @@ class Importer:
             versions = await self.reader.versions(model["name"])
             here, tally.created = await self._model_here(model_command(model, self.reader.url))
             await self._versions(model, here, versions, tally)
-        except (RegistryError, MlflowError, ValueError, KeyError) as exc:
+        except (RegistryError, MlflowError, *BAD_ENTRY) as exc:
             self.report.failure(model["name"], None, _reason(exc))
             tally.failed += 1
         return tally
@@ -134,7 +139,7 @@ class Importer:
         number = int(version["version"])
         try:
             cmd = version_command(name, version, self.reader.url, decision)
-        except (ValueError, KeyError) as exc:
+        except BAD_ENTRY as exc:
             self.report.failure(name, number, _reason(exc))
             return FAILED
         if here is not None and number <= here.last_version:
@@ -143,6 +148,8 @@ class Importer:
             status = await self._import_version(cmd)
         if status in (NEW, PRESENT) and self.copy_artifacts:
             await self._artifacts(cmd, version["name"], status)
+        elif status == NEW and cmd.stage is not Stage.NONE:
+            await self._seal(cmd)  # its files stay at its source: none may be added to it here
         return status
 
     def _taken(self, name: str, number: int, origin: str | None) -> str:
@@ -204,12 +211,16 @@ class Importer:
                 for path, size in await self.reader.files(root):
                     await self._copy_file(cmd, f"{root}/{path}", path, size, here, Path(tmp) / "file")
             if cmd.stage is not Stage.NONE:
-                if not self.dry_run:
-                    await seal_version(cmd.model, cmd.version, self.container.artifacts,
-                                       self._uow(write=False), self._uow())
-                self.report.versions_sealed += 1
+                await self._seal(cmd)
         except (RegistryError, MlflowError, NotServedError, KeyError) as exc:
             self.report.failure(cmd.model, cmd.version, f"artifacts not copied: {_reason(exc)}")
+
+    async def _seal(self, cmd: ImportModelVersion) -> None:
+        """Freeze the files of a version out of stage none, as leaving none does here."""
+        if not self.dry_run:
+            await seal_version(cmd.model, cmd.version, self.container.artifacts,
+                               self._uow(write=False), self._uow())
+        self.report.versions_sealed += 1
 
     async def _files_here(self, cmd: ImportModelVersion) -> dict[str, str] | None:
         """The version's files here (path -> sha256), or None when it is sealed or deleted."""

@@ -261,8 +261,21 @@ async def assert_copied(container: Container, source: Source, name: str) -> None
         assert (got.created_at, got.stage_since) == (ms(v["creation_timestamp"]),
                                                      ms(v["last_updated_timestamp"]))
         assert got.created_by == "import:mlflow", "MLflow's OSS server records no users"
+        assert (got.sealed_at is not None) == (got.stage.value != "none"), "files frozen out of none"
     assert mine["aliases"] == ALIASES[name] == {a["alias"]: int(a["version"]) for a in theirs.get("aliases", [])}
     _assert_one_import_each(mine, versions, source.url)
+
+
+async def print_side_by_side(container: Container, source: Source) -> None:
+    """Every version as MLflow holds it and as it is here (for the record; the asserts are above)."""
+    print(f"\n{'model':<11} {'v':>2}  {'MLflow stage':<12} {'here':<10} {'source':<44} run id / tags / aliases here")
+    for name in MODELS:
+        mine = await here(container, name)
+        aliases = {n: [a for a, v in mine["aliases"].items() if v == n] for n in mine["versions"]}
+        for v in sorted(source.versions(name), key=lambda v: int(v["version"])):
+            got = mine["versions"][int(v["version"])]
+            print(f"{name:<11} {v['version']:>2}  {v['current_stage']:<12} {got.stage.value:<10} "
+                  f"{got.source[:44]:<44} {got.run_id or '-'} {got.tags or ''} {aliases[got.version] or ''}")
 
 
 def _assert_one_import_each(mine: dict[str, Any], versions: dict[int, dict[str, Any]], url: str) -> None:
@@ -302,6 +315,7 @@ async def test_an_import_copies_every_version_finishes_a_cut_off_run_and_a_rerun
     assert "] churn: new model, 3 versions (3 new, 0 already here)" in full.stderr
     for name in MODELS:
         await assert_copied(container, source, name)
+    await print_side_by_side(container, source)
     fraud = await here(container, "fraud")
     assert fraud["model"].last_version == 5, "6 was deleted last: MLflow's API shows no trace of it"
     (fourth,) = [e for e in fraud["audit"] if e["action"] == "model_version.imported" and e["version"] == 4]
