@@ -127,8 +127,11 @@ async def rollback_model(cmd: RollbackModel, uow: UnitOfWork) -> TransitionResul
         _check_production(cmd.expected_production_version, production)
         if version is None:
             given = bool(cmd.comment and cmd.comment.strip())
+            missing = NO_ROLLBACK_TARGET if number is None else (
+                f"version {number}, the previous production version, was deleted: a rollback never "
+                "skips it to reach an older one")
             raise GateFailedError([
-                GateResult("previous_production", False, NO_ROLLBACK_TARGET),
+                GateResult("previous_production", False, missing),
                 GateResult("comment", given,
                            "comment given" if given else "a rollback needs a comment saying why"),
             ])

@@ -115,6 +115,18 @@ async def test_a_deleted_archived_version_is_no_rollback_target(container: Conta
     assert (await stages(container, name))[2] == "production"
 
 
+async def test_a_rollback_never_skips_a_deleted_predecessor_to_reach_an_older_version(container: Container) -> None:
+    name = await new_model(container)
+    await register(container, name, 3)
+    for number in (1, 2, 3):
+        await to_production(container, name, number)
+    await versions.delete_model_version(DeleteModelVersion(name, 2), container.uow(ALICE))
+    with pytest.raises(GateFailedError) as caught:
+        await rollback_model(RollbackModel(name, "bad release"), container.uow(ALICE))
+    assert "version 2, the previous production version, was deleted" in caught.value.results[0].detail
+    assert await stages(container, name) == {1: "archived", 2: "archived", 3: "production"}
+
+
 async def test_a_renamed_model_keeps_its_versions_and_chain_and_frees_its_old_name(container: Container) -> None:
     name, new_name = await new_model(container), unique("renamed")
     await register(container, name, 2)

@@ -111,11 +111,12 @@ _SAVE_VERSION = Query(update(versions_t).where(
                "left_production_seq", "left_by_rollback", "stage_since", "updated_at", "sealed_at",
                "manifest_digest")))
 # The version a rollback goes back to (ModelVersion.is_rollback_target): the archived one that left
-# production last, other than by a rollback.
+# production last, other than by a rollback. A deleted one too: it is the step back, and a rollback
+# refuses rather than skip it to an older version.
 _ROLLBACK_CANDIDATE = Query(
     select(versions_t.c.version)
     .where(versions_t.c.model_id == bindparam("model_id"), versions_t.c.stage == Stage.ARCHIVED.value,
-           versions_t.c.left_production_seq.is_not(None), not_(versions_t.c.left_by_rollback), LIVE)
+           versions_t.c.left_production_seq.is_not(None), not_(versions_t.c.left_by_rollback))
     .order_by(versions_t.c.left_production_seq.desc()).limit(1)
 )
 _IN_STAGE_BY_NAME = Query(
