@@ -139,7 +139,7 @@ async def _approve(uow: UnitOfWork, model: RegisteredModel, request: RequestReco
                               "at": rfc3339(uow.now()), "voided_at": None})
     request.updated_at = uow.now()
     version, production = await uow.repo.get_version_and_production(model, request.version)
-    assert version is not None  # versions live as long as their model
+    assert version is not None  # deleting a version cancels its open requests: this one's is live
     target = Stage(request.to_stage)
     assessment = await assess(uow, model, version, production, target, comment=request.comment,
                               principal=request.requester_principal, request=request)
@@ -160,9 +160,10 @@ async def _approve(uow: UnitOfWork, model: RegisteredModel, request: RequestReco
 
 
 async def _uploads_open(uow: UnitOfWork, version: ModelVersion) -> bool:
-    """Whether presigned uploads still open would refuse the seal of a move out of none: the
-    approval then stands, and the move waits for the requester (as for a failing gate)."""
-    if version.stage is not Stage.NONE or version.sealed_at is not None or version.id is None:
+    """Whether presigned uploads still open would refuse the seal of the version's first move
+    (out of none, or of a version imported unsealed): the approval then stands, and the move waits
+    for the requester (as for a failing gate)."""
+    if version.sealed_at is not None or version.id is None:  # unsealed: in none, or imported so
         return False
     now = uow.now()
     return any(u.expires_at > now for u in await uow.repo.uploads(version.id))

@@ -84,7 +84,7 @@ async def search_model_versions(search: Search, uow: UnitOfWork) -> list[ModelVe
 
 async def latest_versions(model_name: str, stages: list[Stage] | None, uow: UnitOfWork) -> list[ModelVersion]:
     """The highest-numbered live version in each stage (those of ``stages`` only, if given),
-    ordered by stage as the machine orders them."""
+    ordered by version number."""
     async with uow:
         model = await require_model(uow, model_name)
         found = await uow.repo.latest_versions(model)

@@ -1,9 +1,10 @@
 """MLflow's search grammar for registered models and model versions, parsed into a
 :class:`~registry.services.search.Search`: conditions joined by ``AND``; ``name`` with ``=``,
-``!=``, ``LIKE``, ``ILIKE``; ``run_id`` with ``=``, ``!=``, ``IN``; ``tags.key`` (or
-``tags.`key```) with ``=``, ``!=``, ``LIKE``, ``ILIKE``; for versions also ``source_path``,
-``version_number`` and ``current_stage``. Strings in single or double quotes; ``order_by`` as
-``column [ASC|DESC]``; ``page_token`` an opaque offset."""
+``!=``, ``LIKE``, ``ILIKE``, ``IN``, ``NOT IN``; ``tags.key`` (or ``tags.`key```) with ``=``,
+``!=``, ``LIKE``, ``ILIKE``; for versions also ``run_id`` (``=``, ``!=``, ``IN``, ``NOT IN``),
+``source_path`` (``=``, ``!=``, ``LIKE``, ``ILIKE``) and ``version_number`` (``=``, ``!=``, ``<``, ``<=``, ``>``,
+``>=``). Strings in single or double quotes; ``order_by`` as ``column [ASC|DESC]``;
+``page_token`` an opaque offset."""
 
 from __future__ import annotations
 
@@ -85,11 +86,11 @@ def parse_filter(text: str | None, *, versions: bool) -> tuple[Condition, ...]:
     while True:
         if i >= len(tokens) or tokens[i][0] != "ident":
             raise _bad(text, "expected a key such as name or tags.<key>")
-        field, key = _identifier(text, tokens[i][1], attributes)
-        i += 1
-        op, i = _operator(text, tokens, i)
+        ident = tokens[i][1]
+        field, key = _identifier(text, ident, attributes)
+        op, i = _operator(text, tokens, i + 1)
         if op not in _ALLOWED_OPS[field]:
-            raise _bad(text, f"'{op.upper()}' is not supported for {tokens[i - 1][1] if key is None else 'tags'}")
+            raise _bad(text, f"'{op.upper()}' is not supported for {ident if key is None else 'tags'}")
         value, i = _value(text, tokens, i, listed=op in ("in", "not in"), number=field == "version")
         conditions.append(Condition(field, op, value, key,
                                     missing_matches=field == "tag" and key == PROMPT_TAG and op == "!="))
