@@ -92,14 +92,23 @@ async def latest_versions(model_name: str, stages: list[Stage] | None, uow: Unit
     return [v for v in found if v.stage in wanted]
 
 
-async def model_summaries(found: list[RegisteredModel], uow: UnitOfWork
-                          ) -> list[tuple[RegisteredModel, list[ModelVersion], list[tuple[str, int]]]]:
-    """Each model with its latest version per stage and its aliases (name, version), read in one
-    unit of work: what a search result shows of each model."""
-    out = []
+Summary = tuple[RegisteredModel, list[ModelVersion], list[tuple[str, int]]]
+
+
+async def _summary(uow: UnitOfWork, model: RegisteredModel) -> Summary:
+    latest = await uow.repo.latest_versions(model)
+    aliases = [(alias, record.version) for alias, record in await uow.repo.list_aliases(model, None, None)]
+    return model, latest, aliases
+
+
+async def model_summary(model_name: str, uow: UnitOfWork) -> Summary:
+    """A visible model with its latest version per stage and its aliases (name, version), in one
+    unit of work: what MLflow shows of a registered model."""
     async with uow:
-        for model in found:
-            latest = await uow.repo.latest_versions(model)
-            aliases = [(alias, record.version) for alias, record in await uow.repo.list_aliases(model, None, None)]
-            out.append((model, latest, aliases))
-    return out
+        return await _summary(uow, await require_model(uow, model_name))
+
+
+async def model_summaries(found: list[RegisteredModel], uow: UnitOfWork) -> list[Summary]:
+    """:func:`model_summary` of each model a search found, in one unit of work."""
+    async with uow:
+        return [await _summary(uow, model) for model in found]

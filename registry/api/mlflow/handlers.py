@@ -26,6 +26,7 @@ from registry.services.commands import (
     UpdateModel,
     UpdateModelVersion,
 )
+from registry.services.search import Search
 
 AnyRequest = Request[Any, Any, Any]
 MAX_MODELS_PER_PAGE = 1000  # MLflow's limits for search_registered_models / search_model_versions
@@ -40,9 +41,21 @@ def ok(body: dict[str, Any] | None = None) -> Response[Any]:
 
 async def _model_json(request: AnyRequest, name: str) -> dict[str, Any]:
     """A registered model as MLflow shows it: latest version per stage and its aliases."""
-    model = await models.get_model(name, reader(request))
-    (summary,) = await search.model_summaries([model], reader(request))
-    return wire.registered_model(*summary)
+    return wire.registered_model(*await search.model_summary(name, reader(request)))
+
+
+def _searched(params: Params, *, versions: bool, default: int, maximum: int) -> Search:
+    return filters.search(params.string("filter"), params.strings("order_by"),
+                          params.integer("max_results", default), params.string("page_token"),
+                          versions=versions, max_allowed=maximum)
+
+
+def _page(key: str, items: list[dict[str, Any]], found: int, wanted: Search) -> Response[Any]:
+    """One page of a search (the search fetched ``limit + 1``: a next page exists if it found more)."""
+    body: dict[str, Any] = {key: items}
+    if found > wanted.limit:
+        body["next_page_token"] = filters.encode_page_token(wanted.offset + wanted.limit)
+    return ok(body)
 
 
 # -- registered models -------------------------------------------------------------------------
@@ -86,16 +99,11 @@ async def get_registered_model(request: AnyRequest) -> Response[Any]:
 
 @get("/registered-models/search")
 async def search_registered_models(request: AnyRequest) -> Response[Any]:
-    p = await Params.of(request)
-    wanted = filters.search(p.string("filter"), p.strings("order_by"),
-                            p.integer("max_results", DEFAULT_MODELS_PER_PAGE), p.string("page_token"),
-                            versions=False, max_allowed=MAX_MODELS_PER_PAGE)
+    wanted = _searched(await Params.of(request), versions=False, default=DEFAULT_MODELS_PER_PAGE,
+                       maximum=MAX_MODELS_PER_PAGE)
     found = await search.search_models(wanted, reader(request))
     summaries = await search.model_summaries(found[:wanted.limit], reader(request))
-    body: dict[str, Any] = {"registered_models": [wire.registered_model(*summary) for summary in summaries]}
-    if len(found) > wanted.limit:
-        body["next_page_token"] = filters.encode_page_token(wanted.offset + wanted.limit)
-    return ok(body)
+    return _page("registered_models", [wire.registered_model(*s) for s in summaries], len(found), wanted)
 
 
 async def _latest(request: AnyRequest) -> Response[Any]:
@@ -219,15 +227,10 @@ async def get_model_version(request: AnyRequest) -> Response[Any]:
 
 @get("/model-versions/search")
 async def search_model_versions(request: AnyRequest) -> Response[Any]:
-    p = await Params.of(request)
-    wanted = filters.search(p.string("filter"), p.strings("order_by"),
-                            p.integer("max_results", DEFAULT_VERSIONS_PER_PAGE), p.string("page_token"),
-                            versions=True, max_allowed=MAX_VERSIONS_PER_PAGE)
+    wanted = _searched(await Params.of(request), versions=True, default=DEFAULT_VERSIONS_PER_PAGE,
+                       maximum=MAX_VERSIONS_PER_PAGE)
     found = await search.search_model_versions(wanted, reader(request))
-    body: dict[str, Any] = {"model_versions": [wire.model_version(v) for v in found[:wanted.limit]]}
-    if len(found) > wanted.limit:
-        body["next_page_token"] = filters.encode_page_token(wanted.offset + wanted.limit)
-    return ok(body)
+    return _page("model_versions", [wire.model_version(v) for v in found[:wanted.limit]], len(found), wanted)
 
 
 @get("/model-versions/get-download-uri")
