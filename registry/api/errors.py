@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import structlog
 from litestar import Request, Response
@@ -24,6 +24,7 @@ from registry.api.wording import humanize
 from registry.domain import errors as e
 from registry.services.idempotency import Replay
 
+T = TypeVar("T")
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 CLIENT_GONE = "client disconnected prematurely"  # what Litestar 2 raises when a body is cut short
 TYPE_BASE = "https://model-registry.dev/problems/"
@@ -100,12 +101,18 @@ STATUSES: dict[type[e.RegistryError], tuple[int, str, str]] = {
 }
 
 
+def row_of(table: Mapping[type[e.RegistryError], T], exc: e.RegistryError) -> T:
+    """A wire format's row for a domain error: the nearest class in the error's MRO that the
+    table names (every table has a row for RegistryError itself)."""
+    for cls in type(exc).__mro__:
+        if cls in table:
+            return table[cls]  # type: ignore[index]
+    raise AssertionError("RegistryError has a row")  # pragma: no cover
+
+
 def status_of(exc: e.RegistryError) -> tuple[int, str, str]:
     """(status, code, title) of a domain error in this API."""
-    for cls in type(exc).__mro__:
-        if cls in STATUSES:
-            return STATUSES[cls]  # type: ignore[index]
-    raise AssertionError("RegistryError has a row")  # pragma: no cover
+    return row_of(STATUSES, exc)
 
 
 def registry_error_handler(request: Request, exc: e.RegistryError) -> Response[Problem]:

@@ -9,7 +9,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException, ValidationException
 
-from registry.api.errors import CLIENT_GONE
+from registry.api.errors import CLIENT_GONE, RETRY_AFTER, row_of
 from registry.domain import errors as e
 from registry.domain.stages import Stage
 
@@ -44,10 +44,7 @@ STAGE_NAMES = {Stage.NONE: "None", Stage.STAGING: "Staging", Stage.PRODUCTION: "
 
 
 def code_of(exc: e.RegistryError) -> tuple[str, int]:
-    for cls in type(exc).__mro__:
-        if cls in CODES:
-            return CODES[cls]  # type: ignore[index]
-    raise AssertionError("RegistryError has a row")  # pragma: no cover
+    return row_of(CODES, exc)
 
 
 def message_of(exc: e.RegistryError) -> str:
@@ -65,7 +62,7 @@ def message_of(exc: e.RegistryError) -> str:
 
 def error(code: str, status: int, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
     if status == 503:
-        headers = {**(headers or {}), "Retry-After": "2"}
+        headers = {**(headers or {}), "Retry-After": RETRY_AFTER}
     return Response({"error_code": code, "message": message}, status_code=status,
                     media_type="application/json", headers=headers)
 
