@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,23 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def max_in_flight(intervals: list[tuple[float, float]]) -> int:
+    """The largest number of intervals open at one instant (an end before a start at a tie)."""
+    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    best = current = 0
+    for _, step in points:
+        current += step
+        best = max(best, current)
+    return best
+
+
+def request_interval(access_line: dict[str, Any]) -> tuple[float, float]:
+    """When a request was inside the server (headers received to response sent), from its access
+    line, which carries its end time and duration."""
+    end = datetime.fromisoformat(access_line["timestamp"]).timestamp()
+    return end - access_line["duration_ms"] / 1000, end
 
 
 def end_group(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:

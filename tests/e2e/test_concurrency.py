@@ -20,7 +20,6 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import httpx
@@ -30,7 +29,7 @@ from sqlalchemy import func, select
 from registry.adapters.db.engine import create_engine
 from registry.adapters.db.tables import audit_t, chains_t, models_t, outbox_t, versions_t
 from tests.conftest import BACKENDS, unique
-from tests.support import Server, server_for
+from tests.support import Server, max_in_flight, request_interval, server_for
 
 STAGE_CHANGED = "model_version.stage_changed"
 
@@ -90,16 +89,6 @@ class Round:
               f"(client: sent, unanswered) / {self.server_max_in_flight} (server access log); "
               f"all sent within {spread * 1000:.1f} ms; wall {self.wall * 1000:.1f} ms; "
               f"{n / self.wall:.0f} requests/s; statuses {dict(sorted(self.statuses.items()))}")
-
-
-def max_in_flight(intervals: list[tuple[float, float]]) -> int:
-    """The largest number of intervals open at one instant (an end before a start at a tie)."""
-    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    best = current = 0
-    for _, step in points:
-        current += step
-        best = max(best, current)
-    return best
 
 
 def client(server: Server, connections: int = 4) -> httpx.AsyncClient:
@@ -172,8 +161,7 @@ async def server_overlap(server: Server, request_ids: set[str]) -> int:
         intervals = []
         for line in read_log(server):
             if line.get("event") == "request" and line.get("request_id") in request_ids:
-                end = datetime.fromisoformat(line["timestamp"]).timestamp()
-                intervals.append((end - line["duration_ms"] / 1000, end))
+                intervals.append(request_interval(line))
         if len(intervals) == len(request_ids) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -114,6 +115,18 @@ class Registry:
                     or (entry.get("event") == "request" and int(entry.get("status", 0)) >= 500):
                 bad.append(line)
         assert not bad, "server log:\n" + "\n".join(bad[:20])
+
+
+def model_dirs(root: Path, count: int) -> list[str]:
+    """``count`` model directories (absolute paths, a version's ``source``), each holding a
+    ``weights.txt`` that no other holds, so a download proves which one it read."""
+    dirs = []
+    for i in range(1, count + 1):
+        d = root / f"model-v{i}"
+        d.mkdir()
+        (d / "weights.txt").write_text(f"weights of version {i}: {uuid.uuid4()}\n")
+        dirs.append(str(d))
+    return dirs
 
 
 def client_env(registry: Registry, *, token: str | None = None, basic: str | None = None,

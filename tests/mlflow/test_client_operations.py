@@ -7,7 +7,6 @@ the right actor), and nothing for the calls that were refused."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import BACKENDS, unique
-from tests.mlflow.helpers import Registry, audit_changes, created, event_changes, moved, run_script
+from tests.mlflow.helpers import Registry, audit_changes, created, event_changes, model_dirs, moved, run_script
 
 CLIENTS = ["3", "2"]
 # Each test runs on each backend with each client ("sqlite-mlflow3", ...).
@@ -167,12 +166,7 @@ def test_register_model_and_models_uris(backend: str, client: str, mlflow_server
     URIs resolve through the registry alone, by version, alias, stage and ``latest``. The
     script authenticates with Basic credentials, the releaser's token as password."""
     registry = mlflow_server(backend)
-    dirs = []
-    for i in (1, 2):
-        d = tmp_path / f"model-v{i}"
-        d.mkdir()
-        (d / "weights.txt").write_text(f"weights of version {i}: {uuid.uuid4()}\n")
-        dirs.append(str(d))
+    dirs = model_dirs(tmp_path, 2)
     out = run_script(mlflow_python(client), "register_and_resolve.py", registry, unique(f"rr{client}"), *dirs,
                      basic=registry.tokens["releaser"])
     local, remote = out["local"], out["remote"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +17,10 @@ import pytest
 
 from tests.conftest import unique
 from tests.mlflow.helpers import STAGE_CHANGED, Registry, run_script
+from tests.support import max_in_flight, request_interval
 
 N = 32
 TRANSITION_PATH = "/model-versions/transition-stage"
-
-
-def max_in_flight(intervals: list[tuple[float, float]]) -> int:
-    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    best = current = 0
-    for _, step in points:
-        current += step
-        best = max(best, current)
-    return best
 
 
 def server_intervals(log_text: str, path_end: str) -> list[tuple[float, float, int]]:
@@ -41,8 +32,7 @@ def server_intervals(log_text: str, path_end: str) -> list[tuple[float, float, i
         except ValueError:
             continue
         if entry.get("event") == "request" and str(entry.get("path", "")).endswith(path_end):
-            end = datetime.fromisoformat(entry["timestamp"]).timestamp()
-            found.append((end - entry["duration_ms"] / 1000, end, int(entry["status"])))
+            found.append((*request_interval(entry), int(entry["status"])))
     return found
 
 

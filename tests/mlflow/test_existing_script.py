@@ -4,14 +4,21 @@ the audit chain and the event feed say who created, promoted, archived and alias
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import BACKENDS, unique
-from tests.mlflow.helpers import STAGE_CHANGED, Registry, audit_changes, created, event_changes, moved
+from tests.mlflow.helpers import (
+    STAGE_CHANGED,
+    Registry,
+    audit_changes,
+    created,
+    event_changes,
+    model_dirs,
+    moved,
+)
 from tests.mlflow.helpers import run_script as run_client_script
 
 # The same file for both clients, given only its command-line arguments and the MLFLOW_* variables.
@@ -25,12 +32,7 @@ def test_existing_registry_script_runs_unchanged(backend: str, client: str, tmp_
                                                  mlflow_python: Callable[[str], Path]) -> None:
     registry = mlflow_server(backend)
     name, run_prefix = unique("fraud-detector"), unique("train")
-    dirs = []
-    for i in (1, 2):
-        d = tmp_path / f"model-v{i}"
-        d.mkdir()
-        (d / "weights.txt").write_text(f"weights {i} {uuid.uuid4()}\n")
-        dirs.append(str(d))
+    dirs = model_dirs(tmp_path, 2)
 
     out = run_client_script(mlflow_python(client), SCRIPT, registry, "--model", name, "--artifacts", *dirs,
                             "--run-prefix", run_prefix, token=registry.tokens["releaser"])
