@@ -3,7 +3,7 @@ the workers deliver with (outbox store, webhook and lineage senders)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from registry.adapters.webhooks import (
 )
 from registry.config import ArtifactSettings, Settings
 from registry.services.ports import ArtifactStore
+from registry.services.sessions import SessionAuthenticator
 from registry.services.tokens import Authenticator
 from registry.services.webhooks import WebhookTools
 
@@ -123,6 +124,10 @@ class Container:
     artifacts: ArtifactStore
     probe: ReadinessProbe
     lineage_url: str | None = None
+    sessions: SessionAuthenticator = field(init=False)  # the web pages' sign-ins
+
+    def __post_init__(self) -> None:
+        self.sessions = SessionAuthenticator(self.uow)
 
     async def not_ready(self) -> str | None:
         """Why the service cannot serve now (the database does not answer within 1.5 s, or the

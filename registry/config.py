@@ -92,6 +92,7 @@ class Settings:
     # Rules for models without a policy of their own, per stage (REGISTRY_DEFAULT_POLICIES).
     default_policies: Mapping[Stage, Policy] = field(default_factory=dict)
     idempotency_ttl: float = 86400.0  # stored answers live at least this long (>= 24 h)
+    ui_session_ttl: float = 28800.0  # a web page sign-in lasts this long (8 h), then asks again
     artifacts: ArtifactSettings | None = None  # None: <data dir>/artifacts
 
     @classmethod
@@ -147,6 +148,7 @@ class Settings:
             poll_interval=_number(env, "REGISTRY_WORKER_POLL_INTERVAL", 1.0, low=0.01),
             default_policies=_policies(env.get("REGISTRY_DEFAULT_POLICIES")),
             idempotency_ttl=_number(env, "REGISTRY_IDEMPOTENCY_TTL", 86400.0, low=86400.0),
+            ui_session_ttl=_number(env, "REGISTRY_UI_SESSION_TTL", 28800.0, low=60.0),
             artifacts=_artifacts(env, data_dir),
         )
 

@@ -16,6 +16,7 @@ import registry
 from registry.api.body_timeout import BodyIdleTimeout
 from registry.api.controllers.artifacts import ArtifactController, resolve_uri
 from registry.api.controllers.audit import AuditController
+from registry.api.controllers.comments import CommentController
 from registry.api.controllers.gates import GateController, TransitionRequestController
 from registry.api.controllers.health import healthz, readyz
 from registry.api.controllers.models import ModelController
@@ -83,7 +84,7 @@ def create_app(container: Container, *, on_startup: Sequence[Hook] = (),
         path="/api/v1",
         route_handlers=[ModelController, VersionController, AuditController, TokenController,
                         WebhookController, LineageSinkController, GateController,
-                        TransitionRequestController, ArtifactController, resolve_uri],
+                        TransitionRequestController, CommentController, ArtifactController, resolve_uri],
         middleware=[DefineMiddleware(TokenAuthMiddleware)],
         # Strict bodies and queries for every operation (see strict.py); a handler's own
         # before_request would replace the check, so none declares one.

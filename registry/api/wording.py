@@ -14,7 +14,7 @@ from typing import Any, get_args
 
 from msgspec import Meta
 
-from registry.api import artifact_schemas, gate_schemas, schemas
+from registry.api import artifact_schemas, comment_schemas, gate_schemas, schemas
 
 
 def _pattern(annotated: Any) -> str:
@@ -38,6 +38,7 @@ PATTERN_WORDS: dict[str, str] = {
     _pattern(schemas.EventTypePattern): "an event type or a glob of one (lower-case letters, '_', "
                                         "'.', '*' and '?'), e.g. model_version.*",
     _pattern(gate_schemas.CheckName): "a check name: printable characters, no white space at either end",
+    _pattern(comment_schemas.CommentBody): "text that is not only white space, without NUL characters",
     _pattern(gate_schemas.DetailsUrl): "an http:// or https:// URL without spaces or control characters",
     _pattern(artifact_schemas.ArtifactPathField): "a relative artifact path, without backslashes or "
                                                   "control characters",

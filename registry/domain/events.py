@@ -175,6 +175,28 @@ class ArtifactsSealed(Change):
 
 
 @dataclass(frozen=True, slots=True)
+class CommentCreated(Change):
+    """A comment on a version or on one of its transition requests. ``after``: its id, body,
+    author (a principal) and request_id; ``extra``: comment_id and request_id."""
+
+    type: ClassVar[str] = "comment.created"
+
+
+@dataclass(frozen=True, slots=True)
+class CommentUpdated(Change):
+    """Its author changed a comment's body (``before`` and ``after``)."""
+
+    type: ClassVar[str] = "comment.updated"
+
+
+@dataclass(frozen=True, slots=True)
+class CommentDeleted(Change):
+    """A comment was deleted (softly: hidden from every read); ``before`` is what it said."""
+
+    type: ClassVar[str] = "comment.deleted"
+
+
+@dataclass(frozen=True, slots=True)
 class SystemChange:
     """A change outside any model (tokens, subscriptions, later policies), audited in the system
     chain. With ``event`` it is also announced: an outbox event of type ``action`` carrying

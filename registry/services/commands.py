@@ -144,3 +144,23 @@ class DecideRequest:
     request_id: int
     decision: str  # approve, reject, cancel
     comment: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddComment:
+    model: str
+    version: int
+    body: str
+    request_id: int | None = None  # one of the version's transition requests
+
+
+@dataclass(frozen=True, slots=True)
+class AddRequestComment:
+    request_id: int
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class EditComment:
+    comment_id: int
+    body: str

@@ -42,6 +42,16 @@ class TokenRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A web page sign-in: the token it was opened with, its CSRF secret and when it ends."""
+
+    id: int
+    token: TokenRecord
+    csrf: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class SubscriptionRecord:
     id: int
     url: str
@@ -144,6 +154,22 @@ class RequestRecord:
         return {"id": self.id, "to_stage": self.to_stage, "state": self.state,
                 "requested_by": self.requested_by, "requester_principal": self.requester_principal,
                 "approved_by": [a["principal"] for a in self.valid_approvals]}
+
+
+@dataclass(frozen=True, slots=True)
+class CommentRecord:
+    """A comment on a version (``request_id`` None) or on one of its transition requests.
+    ``author`` is the writer's principal; ``updated_at`` is set once it was edited."""
+
+    id: int
+    model: str
+    version: int
+    request_id: int | None
+    author: str
+    body: str
+    created_at: datetime
+    updated_at: datetime | None = None
+    deleted_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +331,14 @@ class Repository(Protocol):
     async def list_tokens(self, after: int, limit: int) -> list[TokenRecord]: ...
     async def revoke_token(self, token_id: int, now: datetime) -> None: ...
     async def touch_token(self, token_id: int, now: datetime) -> None: ...
+    async def add_session(self, secret_hash: str, token_id: int, csrf: str, now: datetime,
+                          expires_at: datetime) -> None: ...
+    async def session_by_hash(self, secret_hash: str) -> SessionRecord | None: ...
+    async def delete_session(self, secret_hash: str) -> None: ...
+    async def delete_expired_sessions(self, now: datetime) -> None: ...
+    async def last_changes(self, chains: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Each chain's latest audit entry: action, actor, at, version."""
+        ...
 
     async def add_subscription(self, url: str, description: str, event_types: list[str],
                                models: list[str] | None, secret: str, actor: str,
@@ -352,6 +386,24 @@ class Repository(Protocol):
     async def list_requests(self, query: RequestQuery, before: int | None,
                             limit: int) -> list[RequestRecord]:
         """Newest first."""
+        ...
+
+    async def add_comment(self, model: RegisteredModel, version: int, request_id: int | None,
+                          author: str, body: str, now: datetime) -> CommentRecord: ...
+    async def get_comment(self, comment_id: int) -> CommentRecord | None:
+        """A live comment (None when there is none, or it was deleted)."""
+        ...
+    async def update_comment(self, comment_id: int, body: str, now: datetime) -> None: ...
+    async def delete_comment(self, comment_id: int, now: datetime) -> None:
+        """Delete softly: the row stays (deleted_at set) and every read leaves it out."""
+        ...
+    async def version_comments(self, model: RegisteredModel, version: int, after: int | None,
+                               limit: int) -> list[CommentRecord]:
+        """The version's live comments, those on its transition requests too, oldest first."""
+        ...
+    async def request_comments(self, request_id: int, after: int | None,
+                               limit: int) -> list[CommentRecord]:
+        """The request's live comments, oldest first."""
         ...
 
     async def list_artifacts(self, version_id: int, after: str | None,

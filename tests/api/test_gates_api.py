@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import update
 
 from tests.api.helpers import (
+    Who,
     api_client,
     assert_problem,
     assert_utc,
@@ -153,34 +154,6 @@ def result(results: list[dict[str, Any]], gate: str) -> dict[str, Any]:
 # -- who acts ---------------------------------------------------------------------------------------
 
 SCOPED = "gates-scoped-*"
-
-
-class Who:
-    """Clients for tokens of each kind; ``principal[label]`` is the principal behind each."""
-
-    def __init__(self, server: Server, admin: httpx.Client) -> None:
-        self.server, self.admin = server, admin
-        self.clients: dict[str, httpx.Client] = {}
-        self.principal: dict[str, str] = {}
-        self.token_name: dict[str, str] = {}
-
-    def add(self, label: str, role: str, principal: str, models: list[str] | None = None) -> None:
-        name = f"{label}-{uuid.uuid4().hex[:6]}"
-        body: dict[str, Any] = {"name": name, "role": role, "principal": principal}
-        if models is not None:
-            body["models"] = models
-        r = self.admin.post("/tokens", json=body)
-        assert r.status_code == 201, r.text
-        self.clients[label] = httpx.Client(base_url=self.server.api, timeout=30.0,
-                                           headers={"Authorization": f"Bearer {r.json()['token']}"})
-        self.principal[label], self.token_name[label] = principal, name
-
-    def __getitem__(self, label: str) -> httpx.Client:
-        return self.clients[label]
-
-    def close(self) -> None:
-        for client in self.clients.values():
-            client.close()
 
 
 @pytest.fixture(scope="module")

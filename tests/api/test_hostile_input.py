@@ -18,7 +18,7 @@ from tests.support import Server
 JSON = {"content-type": "application/json"}
 FILLERS = {"name": "no-such-model", "version": "1", "alias": "champion", "stage": "production",
            "webhook_id": "1", "request_id": "1", "delivery_id": "1", "token_id": "1",
-           "sink": "http", "path": "a.txt"}
+           "sink": "http", "path": "a.txt", "comment_id": "1"}
 HOSTILE_BODIES = {
     "nested 1,000 deep": b'{"a":' + b"[" * 1000 + b"]" * 1000 + b"}",
     "an array nested 1,000 deep": b"[" * 1000 + b"]" * 1000,

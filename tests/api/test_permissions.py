@@ -46,8 +46,10 @@ class Prep:
     """What the admin creates before a cell's request: the model (unless ``create`` is false),
     ``versions`` versions, then ``moves`` (version, stage) in order, then ``aliases``
     (alias, version, protected), ``checks`` (version, name, status) and ``policies`` (stage,
-    rules), and last ``requests`` (version, to_stage): transition requests opened by the admin,
-    whose principal is none of the role tokens' (the cell's ``request_id`` is the last one).
+    rules), then ``requests`` (version, to_stage): transition requests opened by the admin,
+    whose principal is none of the role tokens' (the cell's ``request_id`` is the last one), and
+    last the admin's comments: ``comments`` on version 1, then ``request_comments`` on the last
+    request (the cell's ``comment_id`` is the last comment made).
     ``files`` (version, path) are uploaded right after the versions, before any move seals them;
     a file's bytes are its path."""
 
@@ -59,6 +61,8 @@ class Prep:
     checks: tuple[tuple[int, str, str], ...] = ()
     policies: tuple[tuple[str, dict[str, Any]], ...] = ()
     requests: tuple[tuple[int, str], ...] = ()
+    comments: int = 0
+    request_comments: int = 0
 
 
 NOTHING = Prep(create=False)
@@ -90,6 +94,12 @@ def prepare(admin: httpx.Client, name: str, prep: Prep) -> Ctx:
         r = ok(admin.post(f"{API}/models/{seg(name)}/versions/{version}/transition-requests",
                           json={"to_stage": stage, "comment": "setup"}), 201)
         ctx["request_id"] = r.json()["id"]
+    for _ in range(prep.comments):
+        r = ok(admin.post(f"{API}/models/{seg(name)}/versions/1/comments", json={"body": "setup"}), 201)
+        ctx["comment_id"] = r.json()["id"]
+    for _ in range(prep.request_comments):
+        r = ok(admin.post(f"{API}/transition-requests/{ctx['request_id']}/comments", json={"body": "setup"}), 201)
+        ctx["comment_id"] = r.json()["id"]
     return ctx
 
 
@@ -345,9 +355,29 @@ def _rolled_back(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
         1, "production", [2])
 
 
+def _version_comments(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    assert [(i["model"], i["version"], i["request_id"]) for i in r.json()["items"]] == [(ctx["m"], 1, None)]
+
+
+def _request_comments(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    assert [(i["id"], i["version"], i["request_id"]) for i in r.json()["items"]] == [
+        (ctx["comment_id"], 2, ctx["request_id"])]
+
+
+def _comment(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    assert (r.json()["id"], r.json()["model"], r.json()["body"]) == (ctx["comment_id"], ctx["m"], "setup")
+
+
+def _commented(r: httpx.Response, ctx: Ctx, role: str, world: Any) -> None:
+    body = r.json()   # the author is the token's principal: by default its name
+    assert (body["model"], body["version"], body["author"], body["request_id"]) == (
+        ctx["m"], 1, f"perm-{role}", ctx.get("request_id"))
+
+
 READ_PREP = Prep(versions=2, moves=((1, "staging"), (1, "production"), (2, "staging")),
                  aliases=(("champion", 1, False),), checks=((1, "ci/unit", "success"),),
-                 policies=(("production", {"required_checks": ["ci/unit"]}),), requests=((2, "production"),))
+                 policies=(("production", {"required_checks": ["ci/unit"]}),), requests=((2, "production"),),
+                 comments=1, request_comments=1)
 STAGING = Prep(versions=1, moves=((1, "staging"),))
 PRODUCTION = Prep(versions=1, moves=((1, "staging"), (1, "production")))
 ARCHIVED = Prep(versions=1, moves=((1, "archived"),))
@@ -360,6 +390,7 @@ POLICY = Prep(policies=(("production", {"required_checks": ["ci"]}),))
 FILED = Prep(versions=1, files=((1, "model.bin"),))
 REQUESTED = Prep(versions=1, moves=((1, "staging"),), policies=(("production", {"required_approvals": 1}),),
                  requests=((1, "production"),))
+COMMENTED = Prep(versions=1, comments=1)
 
 TABLE: tuple[Row, ...] = (
     # reads of a visible model: every role; a model out of scope does not exist
@@ -444,6 +475,20 @@ TABLE: tuple[Row, ...] = (
     # cancelling: the requester's principal (the admin's here, none of the role tokens') or an admin
     write("cancelTransitionRequest", "cancelTransitionRequest", "POST", "/transition-requests/{request_id}/cancel",
           "admin", 200, REQUESTED, check=_closed_as("cancelled")),
+    # comments: every role reads them; editors write them. Only the author's principal edits one
+    # (the admin's here, none of the role tokens': every role is refused, admins included); the
+    # author or an admin deletes one.
+    read("listVersionComments", "listVersionComments", "/models/{m}/versions/1/comments", _version_comments),
+    read("listRequestComments", "listRequestComments", "/transition-requests/{request_id}/comments",
+         _request_comments),
+    read("getComment", "getComment", "/comments/{comment_id}", _comment),
+    write("addVersionComment", "addVersionComment", "POST", "/models/{m}/versions/1/comments", "editor", 201,
+          ONE, {"body": "hi"}, check=_commented),
+    write("addRequestComment", "addRequestComment", "POST", "/transition-requests/{request_id}/comments",
+          "editor", 201, REQUESTED, {"body": "hi"}, check=_commented),
+    Row("editComment", "editComment", "PATCH", API + "/comments/{comment_id}", None, 403,
+        body={"body": "mine now"}, prep=COMMENTED),
+    write("deleteComment", "deleteComment", "DELETE", "/comments/{comment_id}", "admin", 204, COMMENTED),
     # artifacts: every role reads a version's files; editors change them until the version is
     # sealed, and seal it. Reads get a model of their own holding one file ("model.bin").
     Row("listArtifacts", "listArtifacts", "GET", API + "/models/{m}/versions/1/artifacts", None, 200,
@@ -509,6 +554,7 @@ class World:
         self.clients: dict[str, httpx.Client] = {}
         self.read_model: dict[str, str] = {}
         self.read_request: dict[str, int] = {}
+        self.read_comment: dict[str, int] = {}
         self.contexts: dict[str, Ctx | Exception] = {}
         self.webhook_id: int | None = None
 
@@ -525,6 +571,7 @@ class World:
         for scope, prefix in (("in", IN), ("out", OUT)):
             read = prepare(self.admin, f"{prefix}read-{self.uid}", READ_PREP)
             self.read_model[scope], self.read_request[scope] = read["m"], read["request_id"]
+            self.read_comment[scope] = read["comment_id"]
         # A subscription no event reaches (nothing here disables one), at a global address: the
         # server refuses private ones.
         r = ok(self.admin.post(f"{API}/webhooks", json={"url": "https://192.0.0.9/perm",
@@ -542,7 +589,8 @@ class World:
         prefix = OUT if scope == "out" else IN
         if row.prep is None:
             return {} if scope == "na" else {"m": self.read_model[scope], "at": at,
-                                             "request_id": self.read_request[scope]}
+                                             "request_id": self.read_request[scope],
+                                             "comment_id": self.read_comment[scope]}
         ctx = prepare(self.admin, f"{prefix}{row.id.lower()}-{role}-{self.uid}", row.prep)
         if row.operation == "revokeToken":
             r = ok(self.admin.post(f"{API}/tokens", json={"name": f"victim-{role}", "role": "viewer"}), 201)

@@ -2,12 +2,13 @@
 
 The run is authenticated as admin and works on seeded data: before the fuzzing starts, a few models
 with versions in every stage, three aliases, a few webhooks (each with a delivery) and a few
-transition requests (opened by an editor, so the admin may approve them) are created through the
-API, and every generated path parameter is, three times in four, replaced by a seeded value (a
-model, a version of it, an alias, a stage, a webhook and its delivery, a lineage sink, a
-transition request), so that every operation reaches its 2xx branch as well as its refusals.
-``deleteModel`` is steered to disposable names created just before the call, every ``deleteWebhook``
-to a disposable webhook, and the aliases are put back before the alias reads and deletes, so no
+transition requests (opened by an editor, so the admin may approve them) and comments are created
+through the API, and every generated path parameter is, three times in four, replaced by a seeded
+value (a model, a version of it, an alias, a stage, a webhook and its delivery, a lineage sink, a
+transition request, a comment), so that every operation reaches its 2xx branch as well as its
+refusals. ``deleteModel`` is steered to disposable names created just before the call, every
+``deleteWebhook`` to a disposable webhook, every ``deleteComment`` to a disposable comment, and the
+aliases are put back before the alias reads and deletes, so no
 operation destroys what the next one needs. The server refuses private webhook targets, as in
 production: a fuzzed URL names a host that does not resolve or a refused address, and is refused
 at once (400, see ``filter_failure``).
@@ -114,6 +115,13 @@ EXPECTED: dict[str, list[str]] = {
     "requestArtifactUpload": ["404", "409"],   # 409: the local store hands out no upload URLs
     "sealVersion": ["404", "409"],          # 409: already sealed
     "resolveModelUri": ["404"],             # malformed URIs: see filter_failure
+    "addVersionComment": ["404"],
+    "listVersionComments": ["404"],
+    "addRequestComment": ["404"],
+    "listRequestComments": ["404"],
+    "getComment": ["404"],
+    "editComment": ["404"],                 # every seeded comment is the admin's own
+    "deleteComment": ["404"],
 }
 # Explicit examples that are refused by design on this server (the local store): the status they
 # must get instead of a 2xx. The S3 store's 201 is tested in test_artifacts_api.py.
@@ -161,6 +169,9 @@ POLICY_STAGES = ["staging", "production"]
 ART, ARTIFACT = "st-artifacts", "weights/model.bin"
 SEEDED_FILES = (("st-alpha", 4, ARTIFACT), ("st-alpha", 5, "config.json"))
 ARTIFACT_PATHS = [ARTIFACT, "config.json", "missing.bin"]
+# Comments: the admin's, on a model of their own (ids 1..SEEDED_COMMENTS; fuzzing edits them, and
+# every deleteComment is steered to a disposable one made just before).
+COMMENTS, SEEDED_COMMENTS = "st-comments", 3
 URIS = ["models:/st-alpha/Production", "models:/st-alpha/staging", "models:/st-alpha@champion",
         "models:/st-beta/1", "models:/st-alpha/latest", "models:/st-alpha/archived", "models:/st-gamma/latest"]
 
@@ -215,6 +226,13 @@ def _seed(server: Server) -> None:
         ok(c.post(f"/models/{ART}/versions", json={"source": f"s3://bucket/{ART}"}))
         for name, version, path in ((ART, 1, ARTIFACT), *SEEDED_FILES):
             ok(c.put(f"/models/{name}/versions/{version}/artifacts/{path}", content=os.urandom(64)))
+        ok(c.post("/models", json={"name": COMMENTS}))
+        ok(c.post(f"/models/{COMMENTS}/versions", json={"source": f"s3://bucket/{COMMENTS}"}))
+        made = [c.post(f"/models/{COMMENTS}/versions/1/comments", json={"body": f"seed {i}"})
+                for i in range(SEEDED_COMMENTS)]
+        for r in made:
+            ok(r)
+        assert [r.json()["id"] for r in made] == list(range(1, SEEDED_COMMENTS + 1)), "not a fresh database"
 
 
 def _seed_gates(c: httpx.Client, server: Server, ok: Callable[[httpx.Response], None],
@@ -242,6 +260,12 @@ def _seed_gates(c: httpx.Client, server: Server, ok: Callable[[httpx.Response], 
     for r in opened:
         ok(r)
     assert [r.json()["id"] for r in opened] == list(range(1, len(SEEDED_REQUESTS) + 1)), "not a fresh database"
+
+
+def _fresh_comment(c: httpx.Client) -> int:
+    r = c.post(f"/models/{COMMENTS}/versions/1/comments", json={"body": "disposable"})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
 
 
 def _fresh_request(c: httpx.Client, server: Server) -> tuple[int, int]:
@@ -293,6 +317,8 @@ def _steered(operation_id: str, params: set[str]) -> st.SearchStrategy[dict[str,
         return hook.map(lambda h: {"webhook_id": h})
     if "request_id" in params:
         return st.integers(min_value=1, max_value=len(SEEDED_REQUESTS)).map(lambda i: {"request_id": i})
+    if "comment_id" in params:
+        return st.integers(min_value=1, max_value=SEEDED_COMMENTS).map(lambda i: {"comment_id": i})
     if operation_id in {"setPolicy", "getPolicy", "deletePolicy"}:
         return st.tuples(_seeded_name, st.sampled_from(POLICY_STAGES)).map(
             lambda ns: {"name": ns[0], "stage": ns[1]})
@@ -484,6 +510,14 @@ HAPPY_PATHS: dict[str, dict[str, Any]] = {
     # The version is put in by ``_prepare`` (a fresh one each time).
     "sealVersion": {"path_parameters": {"name": ART, "version": 1}},
     "resolveModelUri": {"query": {"uri": f"models:/{ART}/latest"}},
+    "addVersionComment": {"path_parameters": {"name": COMMENTS, "version": 1}, "body": {"body": "happy\n\n- ok"}},
+    "listVersionComments": {"path_parameters": {"name": COMMENTS, "version": 1}, "query": {"limit": 5}},
+    # The request and comment ids are put in by ``_prepare`` (a fresh one each time).
+    "addRequestComment": {"path_parameters": {"request_id": 1}, "body": {"body": "happy"}},
+    "listRequestComments": {"path_parameters": {"request_id": 1}, "query": {"limit": 5}},
+    "getComment": {"path_parameters": {"comment_id": 1}},
+    "editComment": {"path_parameters": {"comment_id": 1}, "body": {"body": "happier"}},
+    "deleteComment": {"path_parameters": {"comment_id": 1}},
 }
 
 
@@ -616,6 +650,7 @@ def _prepare(case: schemathesis.Case, server: Server) -> None:
     name, alias = str(path.get("name", "")), path.get("alias")
     c = _CLIENTS[server.url]
     token_id, webhook_id = str(path.get("token_id", "")), str(path.get("webhook_id", ""))
+    comment_id = str(path.get("comment_id", ""))
     hooks = HOOKS[server.url]
     if op == "revokeToken" and token_id.isdigit() and int(token_id) >= 1:
         # Never the run's own admin token: every schema-valid id becomes a disposable token's.
@@ -628,6 +663,9 @@ def _prepare(case: schemathesis.Case, server: Server) -> None:
         created = c.post("/webhooks", json={"url": f"{HOOK_URL}-doomed", "event_types": ["webhook.disabled"]})
         assert created.status_code == 201, created.text
         case.path_parameters["webhook_id"] = created.json()["id"]
+    elif op == "deleteComment" and comment_id.isdigit() and int(comment_id) >= 1:
+        # Never a seeded comment: every schema-valid id becomes a disposable comment's.
+        case.path_parameters["comment_id"] = _fresh_comment(c)
     elif op in {"deleteModel", "renameModel"} and (name.startswith(DISPOSABLE) or name in _DOOMED):
         c.post("/models", json={"name": name})
         if op == "renameModel" and _is_example(case):
@@ -662,8 +700,10 @@ def _prepare(case: schemathesis.Case, server: Server) -> None:
         r = c.post(f"/models/{REQUESTS}/versions", json={"source": f"s3://bucket/{REQUESTS}"})
         assert r.status_code == 201, r.text
         case.path_parameters["version"] = r.json()["version"]
+    elif op in {"getComment", "editComment"}:
+        case.path_parameters["comment_id"] = _fresh_comment(c)
     elif op in {"getTransitionRequest", "approveTransitionRequest", "rejectTransitionRequest",
-                "cancelTransitionRequest"}:
+                "cancelTransitionRequest", "addRequestComment", "listRequestComments"}:
         case.path_parameters["request_id"] = _fresh_request(c, server)[1]
     elif op == "deleteArtifact":
         c.put(f"/models/{ART}/versions/1/artifacts/doomed.bin", content=b"doomed")

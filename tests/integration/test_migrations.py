@@ -21,7 +21,7 @@ from registry.adapters.db.tables import chains_t, metadata
 from tests.support import create_pg_database, drop_pg_database, sqlite_url
 
 TABLES = {"registered_models", "audit_chains", "model_versions", "model_aliases", "audit_log",
-          "outbox_events", "principals", "api_tokens"}
+          "outbox_events", "principals", "api_tokens", "transition_requests", "comments", "ui_sessions"}
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +23,7 @@ from registry.services.ports import (
     Actor,
     AliasRecord,
     CheckRecord,
+    CommentRecord,
     PolicyRecord,
     RequestQuery,
     RequestRecord,
@@ -40,6 +41,7 @@ class State:
     requests: dict[int, RequestRecord] = field(default_factory=dict)
     artifacts: dict[int, dict[str, Artifact]] = field(default_factory=dict)  # by version id, path
     uploads: dict[int, tuple[int, UploadRecord]] = field(default_factory=dict)  # id: (version id, upload)
+    comments: dict[int, tuple[int, CommentRecord]] = field(default_factory=dict)  # id: (model id, comment)
     next_model_id: int = 1
     next_version_id: int = 1
     next_upload_id: int = 1
@@ -234,6 +236,42 @@ class FakeRepository:
                  if (before is None or i < before) and query.model in (None, r.model)
                  and query.state in (None, r.state) and query.requester in (None, r.requester_principal)]
         return copy.deepcopy(found[:limit])
+
+    # -- comments -----------------------------------------------------------------------------------
+
+    async def add_comment(self, model: RegisteredModel, version: int, request_id: int | None,
+                          author: str, body: str, now: datetime) -> CommentRecord:
+        comment = CommentRecord(len(self.state.comments) + 1, model.name, version, request_id, author,
+                                body, now)
+        self.state.comments[comment.id] = (model.id, comment)
+        return comment
+
+    def _live_comments(self) -> list[tuple[int, CommentRecord]]:
+        """(model id, comment) of the live comments, oldest first, named as their model is now."""
+        names = {m.id: m.name for m in self.state.models.values()}
+        return [(m, replace(c, model=names[m])) for _, (m, c) in sorted(self.state.comments.items())
+                if c.deleted_at is None and m in names]
+
+    async def get_comment(self, comment_id: int) -> CommentRecord | None:
+        return next((c for _, c in self._live_comments() if c.id == comment_id), None)
+
+    async def update_comment(self, comment_id: int, body: str, now: datetime) -> None:
+        model_id, comment = self.state.comments[comment_id]
+        self.state.comments[comment_id] = (model_id, replace(comment, body=body, updated_at=now))
+
+    async def delete_comment(self, comment_id: int, now: datetime) -> None:
+        model_id, comment = self.state.comments[comment_id]
+        self.state.comments[comment_id] = (model_id, replace(comment, deleted_at=now))
+
+    async def version_comments(self, model: RegisteredModel, version: int, after: int | None,
+                               limit: int) -> list[CommentRecord]:
+        return [c for m, c in self._live_comments()
+                if (m, c.version) == (model.id, version) and (after is None or c.id > after)][:limit]
+
+    async def request_comments(self, request_id: int, after: int | None,
+                               limit: int) -> list[CommentRecord]:
+        return [c for _, c in self._live_comments()
+                if c.request_id == request_id and (after is None or c.id > after)][:limit]
 
     async def list_artifacts(self, version_id: int, after: str | None,
                              limit: int | None) -> list[Artifact]:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from registry.adapters.db.aggregates import split_names
 from registry.adapters.db.artifact_queries import ArtifactQueries
+from registry.adapters.db.comment_queries import CommentQueries
 from registry.adapters.db.deliveries import DeliveryQueries
 from registry.adapters.db.gate_queries import GateQueries
 from registry.adapters.db.matching import name_matches
@@ -25,6 +26,7 @@ from registry.adapters.db.rows import (
     version_of,
 )
 from registry.adapters.db.search_queries import SearchQueries
+from registry.adapters.db.session_queries import SessionQueries
 from registry.adapters.db.statements import Db, Query, bound
 from registry.adapters.db.tables import (
     aliases_t,
@@ -164,7 +166,7 @@ def _visible_chain(chain_column: Any, query: AuditQuery, sqlite: bool) -> Any:
     return and_(visible, chain_column != "system")
 
 
-class SqlRepository(ArtifactQueries, DeliveryQueries, GateQueries, SearchQueries):
+class SqlRepository(ArtifactQueries, CommentQueries, DeliveryQueries, GateQueries, SearchQueries, SessionQueries):
     """Data access for one unit of work. ``heads`` holds the chain heads this transaction has
     locked, for the unit of work to extend at commit."""
 

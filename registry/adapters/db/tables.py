@@ -426,6 +426,44 @@ class RequestRow(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
+class CommentRow(SQLModel, table=True):
+    """A comment on a version, or on one of its transition requests (``request_id``); ``author``
+    is the writer's principal. Edited in place (``updated_at``) and deleted softly (``deleted_at``):
+    every read leaves a deleted one out, and its audit entries stay."""
+
+    __tablename__ = "comments"
+    __table_args__ = (Index("ix_comments_model_id_version", "model_id", "version", "id"),
+                      Index("ix_comments_request_id", "request_id", "id"),
+                      AUTOINCREMENT)
+
+    id: int | None = _id()
+    model_id: int = _model_fk()
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    request_id: int | None = Field(default=None, sa_column=Column(
+        Id, ForeignKey("transition_requests.id", ondelete="CASCADE"), nullable=True))
+    author: str = Field(sa_column=Column(String(256), nullable=False))
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = _ts()
+    updated_at: datetime | None = _ts(nullable=True)
+    deleted_at: datetime | None = _ts(nullable=True)
+
+
+class SessionRow(SQLModel, table=True):
+    """A signed-in session of the web UI, acting with one API token (gone with it). Only the
+    hash of its secret is kept; ``csrf_token`` guards the session's form posts."""
+
+    __tablename__ = "ui_sessions"
+    __table_args__ = AUTOINCREMENT
+
+    id: int | None = _id()
+    secret_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    token_id: int = Field(sa_column=Column(Id, ForeignKey("api_tokens.id", ondelete="CASCADE"),
+                                           nullable=False))
+    csrf_token: str = Field(sa_column=Column(String(64), nullable=False))
+    created_at: datetime = _ts()
+    expires_at: datetime = Field(default=None, sa_column=Column(UTCDateTime, nullable=False, index=True))
+
+
 class IdempotencyRow(SQLModel, table=True):
     """The stored response of a POST made with an ``Idempotency-Key``, written in the same
     transaction as its effect. ``key_hash`` covers (token, method, path, key)."""
@@ -502,3 +540,5 @@ requests_t = RequestRow.__table__
 idempotency_t = IdempotencyRow.__table__
 artifacts_t = ArtifactRow.__table__
 uploads_t = UploadRow.__table__
+comments_t = CommentRow.__table__
+sessions_t = SessionRow.__table__
