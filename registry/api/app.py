@@ -13,6 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Server
 from litestar.routes import HTTPRoute
 
 import registry
+from registry.api import ui
 from registry.api.body_timeout import BodyIdleTimeout
 from registry.api.controllers.artifacts import ArtifactController, resolve_uri
 from registry.api.controllers.audit import AuditController
@@ -96,7 +97,8 @@ def create_app(container: Container, *, on_startup: Sequence[Hook] = (),
         await container.close()
 
     app = Litestar(
-        route_handlers=[api, *mlflow_routers(), healthz, readyz],
+        route_handlers=[api, *mlflow_routers(), *ui.handlers(), healthz, readyz],
+        template_config=ui.template_config(),
         exception_handlers={**EXCEPTION_HANDLERS, HTTPException: _http_error_handler},
         openapi_config=openapi_config(),
         on_startup=list(on_startup),

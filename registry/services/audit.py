@@ -186,6 +186,20 @@ async def _chain_of(model: str | None, uow: UnitOfWork) -> str | None:
     return chain
 
 
+async def chain_entries(uow: UnitOfWork, query: AuditQuery, batch: int = 1000) -> list[dict[str, Any]]:
+    """Every entry of ``query.chain`` the query selects, in seq order, read in batches (inside
+    the caller's unit of work)."""
+    assert query.chain is not None
+    entries: list[dict[str, Any]] = []
+    after: tuple[str, int] | None = None
+    while True:
+        rows = await uow.repo.audit_entries(query, after, batch)
+        entries.extend(rows)
+        if len(rows) < batch:
+            return entries
+        after = (query.chain, rows[-1]["seq"])
+
+
 async def list_audit(model: str | None, cursor: str | None, limit: int | None, uow: UnitOfWork,
                      query: AuditQuery | None = None) -> Page:
     """Entries of one model's chain (or of every visible chain), in (chain, seq) order, filtered."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from registry.domain.errors import NotFoundError, ValidationError
 from registry.services.access import check_visible
-from registry.services.audit import scoped
+from registry.services.audit import chain_entries, scoped
 from registry.services.ports import UnitOfWork
 
 _BATCH = 1000
@@ -60,15 +60,7 @@ async def model_history(name: str, at: datetime, uow: UnitOfWork) -> ModelHistor
         if not chains:
             raise NotFoundError(f"model {name!r} does not exist")
         for chain in chains:  # newest model first
-            entries: list[dict[str, Any]] = []
-            after: tuple[str, int] | None = None
-            while True:
-                query = replace(scoped(uow), chain=chain, until=at)
-                rows = await uow.repo.audit_entries(query, after, _BATCH)
-                entries.extend(rows)
-                if len(rows) < _BATCH:
-                    break
-                after = (chain, rows[-1]["seq"])
+            entries = await chain_entries(uow, replace(scoped(uow), chain=chain, until=at), _BATCH)
             if entries:
                 return replay(entries, at)
     return ModelHistory(at, None, [], {})
