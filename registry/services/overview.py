@@ -52,3 +52,18 @@ async def stage_entries(model_name: str, uow: UnitOfWork) -> list[dict[str, Any]
         entries = [e for action in STAGE_ACTIONS
                    for e in await chain_entries(uow, replace(scoped(uow), chain=chain, action=action))]
     return sorted(entries, key=lambda e: e["seq"])
+
+
+async def latest_checks(model_name: str, numbers: list[int], uow: UnitOfWork) -> dict[int, dict[str, str]]:
+    """Each version's latest status per check name, in one unit of work."""
+    async with uow:
+        model = await require_model(uow, model_name)
+        return {n: await uow.repo.latest_checks(model, n) for n in numbers}
+
+
+async def version_entries(model_name: str, number: int, uow: UnitOfWork) -> list[dict[str, Any]]:
+    """Every audit entry about one version, newest first."""
+    async with uow:
+        model = await require_model(uow, model_name)
+        query = replace(scoped(uow), chain=model_chain(model.id), version=number)
+        return list(reversed(await chain_entries(uow, query)))

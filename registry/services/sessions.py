@@ -9,6 +9,7 @@ token (or its expiry) ends its sessions within the cache's second. Signing out d
 from __future__ import annotations
 
 import hashlib
+import itertools
 import secrets
 import time
 from collections.abc import Callable
@@ -84,8 +85,9 @@ class SessionAuthenticator:
         now = self._clock()
         cached = self._cache.get(digest)
         if cached is None or cached[0] <= now:
-            if len(self._cache) >= self._max:
-                self._cache.clear()
+            if len(self._cache) >= self._max:  # evict the oldest tenth, not the sessions in use
+                for stale in list(itertools.islice(self._cache, self._max // 10 or 1)):
+                    del self._cache[stale]
             cached = (now + self._ttl, await self._lookup(digest))
             self._cache[digest] = cached
         session = cached[1]

@@ -267,6 +267,8 @@ def test_a_viewer_sees_no_buttons_and_a_forged_post_gets_403(server: Server, c: 
         r = viewer.post(path, data)
         assert r.status_code == 403, (path, r.status_code, r.text[:300])
         assert "Forbidden" in r.text
+    r = viewer.post(f"/ui/models/{seg(name)}/versions/1/comments", {"body": "hi"}, headers={"HX-Request": "true"})
+    assert r.status_code == 403 and r.headers["hx-retarget"] == "body"  # shown as the page, not in the thread
     assert audit_actions(c, name) == before
     assert c.get(f"/transition-requests/{request_id}").json()["approvals"] == []
     viewer.close()
@@ -387,14 +389,57 @@ def test_the_webhooks_page_is_for_admins(server: Server, c: httpx.Client) -> Non
 
 
 def test_hostile_requests_get_4xx_pages_never_a_500(server: Server, c: httpx.Client) -> None:
+    name = create_model(c, "ui-hostile")
+    register(c, name, 1)
     page = signed_in(server, server.token)
     page.get("/ui")
+    huge = "9" * 25
     for path in ("/ui/models/%00", "/ui/models/x/versions/0", "/ui/models/x/versions/99999999999",
-                 "/ui?offset=-1&q=%25%5F", "/ui?offset=abc", "/ui/audit?until=2026-13-40T00:00"):
-        assert page.get(path).status_code < 500, path
+                 "/ui?offset=-1&q=%25%5F", "/ui?offset=abc", f"/ui?offset={huge}", f"/ui/models/{seg(name)}?offset=²",
+                 "/ui/audit?until=2026-13-40T00:00", "/ui/audit?version=²", "/ui/audit/export?version=²"):
+        r = page.get(path, headers={"Referer": "http://[::1"})
+        assert 400 <= r.status_code < 500, (path, r.status_code)
+        assert r.headers["content-type"].startswith("text/html"), path
+    for path in (f"/ui/requests/{huge}/approve", f"/ui/comments/{huge}/edit", f"/ui/comments/{huge}/delete",
+                 f"/ui/webhooks/{huge}/recover", f"/ui/webhooks/1/deliveries/{huge}/redeliver"):
+        assert page.post(path, {"body": "x", "since": "2026-01-01T00:00"}).status_code == 400, path
     assert page.post("/ui/requests/1/explode", {}).status_code == 400
-    assert page.post("/ui/models/x/versions/1/comments", {"body": "x" * 70_000}).status_code == 413
+    version_page = f"/ui/models/{seg(name)}/versions/1"
+    assert page.post(f"{version_page}/comments", {"body": "x", "request_id": "²"}).status_code == 400
+    assert page.post(f"{version_page}/comments", {"body": "x"}, headers={"Origin": "http://[::1"}).status_code == 403
+    assert page.post(f"{version_page}/comments", {"body": "x" * 300_000}).status_code == 413
+    assert page.post(f"{version_page}/comments", {"body": "字" * 10_000}).status_code == 303  # the largest legal one
+    assert page.post(f"{version_page}/comments", {"body": "x" * 10_001}).status_code == 400
     assert page.post("/ui/webhooks/1/recover", {"since": "nonsense"}).status_code in (400, 404)
+    # A malformed cookie another app on this host set hides nothing else.
+    jar = f"other={{\"a\": 1}}; registry_session={page.http.cookies['registry_session']}; x=\\"
+    assert httpx.get(server.url + "/ui", headers={"Cookie": jar}).status_code == 200
     log = server.log.read_text()
     assert '"status": 500' not in log
     page.close()
+
+
+def test_a_requester_whose_request_is_approved_gets_the_button_to_move(server: Server, c: httpx.Client) -> None:
+    """Under a policy that does not apply the move itself, the approved requester makes it, even
+    below the move's role (an editor promoting): the page offers exactly that button."""
+    name = create_model(c, "ui-held")
+    register(c, name, 1)
+    c.put(f"/models/{seg(name)}/policies/production", json={"required_approvals": 1, "auto_apply": False})
+    assert c.post(f"/models/{seg(name)}/versions/1/transitions", json={"to_stage": "staging"}).status_code == 200
+    uid = uuid.uuid4().hex[:6]
+    editor = signed_in(server, token(c, "editor", f"ed-{uid}"))
+    releaser = signed_in(server, token(c, "releaser", f"rel-{uid}"))
+    version_page = f"/ui/models/{seg(name)}/versions/1"
+    editor.get(version_page)
+    assert editor.post(f"{version_page}/request", {"to_stage": "production"}).status_code == 303
+    assert "Move to production" not in editor.get(version_page).text  # not before the approval
+    request_id = c.get("/transition-requests", params={"model": name}).json()["items"][0]["id"]
+    releaser.get(version_page)
+    assert releaser.post(f"/ui/requests/{request_id}/approve", {}).status_code == 303
+    assert c.get(f"/models/{seg(name)}/versions/1").json()["stage"] == "staging"  # held for the requester
+    text = editor.get(version_page).text
+    assert f'action="/ui/models/{seg(name)}/versions/1/move"' in text and "Move to production" in text
+    r = editor.post(f"{version_page}/move", {"to_stage": "production", "expected_stage": "staging"})
+    assert r.status_code == 303 and c.get(f"/models/{seg(name)}/versions/1").json()["stage"] == "production"
+    editor.close()
+    releaser.close()

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from litestar import Request, Response, Router, get
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
@@ -24,6 +24,8 @@ from registry.api.ui.actions import Actions, SignIn
 from registry.api.ui.pages import Pages
 from registry.api.ui.security import SECURITY_HEADERS, PageGuard
 from registry.domain import errors as e
+from registry.domain.permissions import Role
+from registry.domain.stages import Stage
 
 HERE = Path(__file__).parent
 
@@ -52,6 +54,7 @@ def _ago(value: datetime | str | None) -> str:
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.globals.update(Role=Role, Stage=Stage)
     env.filters.update(q=lambda s: quote(str(s), safe=""), when=_when, ago=_ago,
                        query=lambda d: urlencode({k: v for k, v in d.items() if v is not None}),
                        size=_size, moved=_moved)
@@ -82,7 +85,9 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
 def _error_page(request: Request[Any, Any, Any], status: int, title: str, detail: str,
                 **extra: Any) -> Response[Any]:
     session = request.scope.get("state", {}).get("ui_session")
-    return Template(template_name="error.html", status_code=status, context={
+    # An htmx swap of a part (a comment's form) shows the error as the page, not inside that part.
+    headers = {"HX-Retarget": "body", "HX-Reswap": "innerHTML"} if request.headers.get("hx-request") else None
+    return Template(template_name="error.html", status_code=status, headers=headers, context={
         "status": status, "title": title, "detail": detail, "user": session.principal if session else None,
         "csrf": session.csrf if session else "", "back": _back(request),
         "results": extra.get("results", []), "allowed": extra.get("allowed", []), "path": request.url.path})
@@ -90,7 +95,10 @@ def _error_page(request: Request[Any, Any, Any], status: int, title: str, detail
 
 def _back(request: Request[Any, Any, Any]) -> str:
     """The page the form was on, when it is one of ours (the Referer is only a hint)."""
-    referer = urlsplit(request.headers.get("referer") or "")
+    try:
+        referer = urlsplit(request.headers.get("referer") or "")
+    except ValueError:
+        return "/ui"
     if referer.netloc == request.headers.get("host") and referer.path.startswith("/ui"):
         return referer.path + (f"?{referer.query}" if referer.query else "")
     return "/ui"
@@ -111,7 +119,8 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
 def ui_router() -> Router:
     return Router(path="/ui", route_handlers=[Pages, Actions, SignIn],
                   middleware=[DefineMiddleware(PageGuard)], include_in_schema=False,
-                  exception_handlers={e.RegistryError: registry_error, HTTPException: http_error})
+                  exception_handlers={e.RegistryError: registry_error, HTTPException: http_error,
+                                      ValidationException: http_error})
 
 
 def static_router() -> Router:

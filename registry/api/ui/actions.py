@@ -4,15 +4,15 @@ and answers with a redirect to the page that shows the result (or, for htmx, the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from litestar import Controller, Request, Response, get, post
-from litestar.params import FromPath
+from litestar.params import FromPath, PathParameter
 from litestar.response import Redirect, Template
 
 from registry.api.deps import ModelPath, VersionPath, reader, writer
-from registry.api.ui.pages import _time, page
+from registry.api.ui.pages import _time, number, page
 from registry.api.ui.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, cookie_header, new_login_csrf
 from registry.domain.errors import UnauthenticatedError, ValidationError
 from registry.services import approvals, comments, sessions, transitions, webhooks
@@ -24,6 +24,9 @@ from registry.services.commands import (
     RequestTransition,
     TransitionModelVersion,
 )
+
+# Ids in paths, bounded as the API bounds them (a larger number is a 400, never a database error).
+Id = Annotated[int, PathParameter(ge=1, le=2**53 - 1)]
 
 
 def form(request: Request[Any, Any, Any]) -> dict[str, str]:
@@ -110,11 +113,10 @@ class Actions(Controller):
         cmd = TransitionModelVersion(name, version, form(request).get("to_stage", ""), _text(request, "comment"),
                                      expected_stage=_text(request, "expected_stage"))
         result = await transitions.transition_model_version(cmd, writer(request))
-        transitions.log_stage_changed(result)
         return Redirect(version_url(result.version.model, version), status_code=303)
 
     @post("/requests/{request_id:int}/{decision:str}", status_code=303)
-    async def decide(self, request: Request[Any, Any, Any], request_id: FromPath[int],
+    async def decide(self, request: Request[Any, Any, Any], request_id: Id,
                      decision: FromPath[str]) -> Redirect:
         """Approve, reject or cancel a transition request."""
         if decision not in ("approve", "reject", "cancel"):
@@ -124,35 +126,33 @@ class Actions(Controller):
 
     @post("/models/{name:str}/versions/{version:int}/comments", status_code=303)
     async def comment(self, request: Request[Any, Any, Any], name: ModelPath, version: VersionPath) -> Response[Any]:
-        request_id = form(request).get("request_id", "").strip()
+        request_id = number(form(request).get("request_id"), "request_id", 2**53 - 1)
         body = form(request).get("body", "")
-        if request_id:
-            if not request_id.isdigit():
-                raise ValidationError("request_id must be a number")
-            found = await comments.add_request_comment(AddRequestComment(int(request_id), body), writer(request))
+        if request_id is not None:
+            found = await comments.add_request_comment(AddRequestComment(request_id, body), writer(request))
         else:
             found = await comments.add_comment(AddComment(name, version, body), writer(request))
         return await _thread(request, found.model, found.version)
 
     @post("/comments/{comment_id:int}/edit", status_code=303)
-    async def edit_comment(self, request: Request[Any, Any, Any], comment_id: FromPath[int]) -> Response[Any]:
+    async def edit_comment(self, request: Request[Any, Any, Any], comment_id: Id) -> Response[Any]:
         found = await comments.edit_comment(EditComment(comment_id, form(request).get("body", "")), writer(request))
         return await _thread(request, found.model, found.version)
 
     @post("/comments/{comment_id:int}/delete", status_code=303)
-    async def delete_comment(self, request: Request[Any, Any, Any], comment_id: FromPath[int]) -> Response[Any]:
+    async def delete_comment(self, request: Request[Any, Any, Any], comment_id: Id) -> Response[Any]:
         found = await comments.get_comment(comment_id, reader(request))
         await comments.delete_comment(comment_id, writer(request))
         return await _thread(request, found.model, found.version)
 
     @post("/webhooks/{webhook_id:int}/deliveries/{delivery_id:int}/redeliver", status_code=303)
-    async def redeliver(self, request: Request[Any, Any, Any], webhook_id: FromPath[int],
-                        delivery_id: FromPath[int]) -> Redirect:
+    async def redeliver(self, request: Request[Any, Any, Any], webhook_id: Id,
+                        delivery_id: Id) -> Redirect:
         await webhooks.redeliver(webhooks.target_of(webhook_id), delivery_id, writer(request), sub_id=webhook_id)
         return Redirect(f"/ui/webhooks#webhook-{webhook_id}", status_code=303)
 
     @post("/webhooks/{webhook_id:int}/recover", status_code=303)
-    async def recover(self, request: Request[Any, Any, Any], webhook_id: FromPath[int]) -> Redirect:
+    async def recover(self, request: Request[Any, Any, Any], webhook_id: Id) -> Redirect:
         since = _time(_text(request, "since"))
         if since is None:
             raise ValidationError("since: give the time from which failed deliveries are sent again")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from litestar import Controller, Request, get
@@ -36,6 +36,7 @@ from registry.services import (
     webhooks,
 )
 from registry.services.ports import AuditQuery
+from registry.services.search import MAX_SEARCH_WINDOW
 
 PAGE_SIZE = 50
 Query = FromQuery[str | None]  # a page's query parameters are read as text and checked here
@@ -51,11 +52,30 @@ def page(request: Request[Any, Any, Any], template: str, **context: Any) -> Temp
     return Template(template_name=template, context=context, status_code=200)
 
 
-def _int(value: str | None, default: int = 0) -> int:
-    try:
-        return max(int(value or default), 0)
-    except ValueError:
-        return default
+def number(value: str | None, field: str, high: int = 2**31 - 1) -> int | None:
+    """A whole number a form or query gave as text, 0 to ``high``; a 400 naming the field otherwise."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit() and len(value) <= 12) or int(value) > high:
+        raise ValidationError(f"{field} must be a whole number from 0 to {high}")
+    return int(value)
+
+
+def _offset(value: str | None) -> int:
+    return number(value, "offset", MAX_SEARCH_WINDOW - PAGE_SIZE) or 0
+
+
+def can_move(role: Role, principal: str, current: Stage, target: Stage, requests: list[Any]) -> bool:
+    """Whether the signed-in token may make this move itself, by the services' rule: its role
+    suffices, or (an editor and up) its own request for the move is approved, which stands in for
+    the role except on the rollback edge."""
+    if role >= role_for_transition(current, target):
+        return True
+    rollback = current is Stage.ARCHIVED and target is Stage.PRODUCTION
+    return role >= Role.EDITOR and not rollback and any(
+        r.state == "approved" and r.to_stage == target.value and r.requester_principal == principal
+        for r in requests)
 
 
 class Pages(Controller):
@@ -66,7 +86,7 @@ class Pages(Controller):
     async def model_list(self, request: Request[Any, Any, Any], q: Query = None,
                          offset: Query = None) -> Template:
         """Models by name, with production and staging at a glance and the latest change."""
-        start = _int(offset)
+        start = _offset(offset)
         query = (q or "").strip()[:256] or None
         found, more = await overview.glance(query, start, PAGE_SIZE, reader(request))
         return page(request, "models.html", found=found, q=query or "", offset=start, more=more,
@@ -76,10 +96,10 @@ class Pages(Controller):
     async def model(self, request: Request[Any, Any, Any], name: ModelPath, offset: Query = None) -> Template:
         """A model: its versions, aliases, stage timeline and policies."""
         model = await models.get_model(name, reader(request))
-        start = _int(offset)
+        start = _offset(offset)
         all_versions = sorted(await _all_versions(request, model.name), key=lambda v: -v.version)
         shown = all_versions[start:start + PAGE_SIZE]
-        statuses = {v.version: await checks.list_checks(model.name, v.version, reader(request)) for v in shown}
+        statuses = await overview.latest_checks(model.name, [v.version for v in shown], reader(request))
         found_aliases = (await aliases.list_aliases(model.name, None, 1000, reader(request))).items
         entries = await overview.stage_entries(model.name, reader(request))
         chart = timeline(stays(entries), datetime.now(UTC))
@@ -101,13 +121,13 @@ class Pages(Controller):
         requests = (await approvals.list_requests(v.model, None, None, None, 1000, reader(request))).items
         mine = [r for r in requests if r.version == version]
         files = await artifacts.list_artifacts(v.model, version, None, 1000, reader(request))
-        entries = (await audit.list_audit(v.model, None, 1000, reader(request),
-                                          AuditQuery(version=version))).items
+        entries = await overview.version_entries(v.model, version, reader(request))
         found_lineage = await lineage.version_lineage(v.model, version, reader(request))
         thread = (await comments.list_version_comments(v.model, version, None, 1000, reader(request))).items
-        moves = [(t, role_for_transition(v.stage, t)) for t in allowed_targets(v.stage)]
+        open_requests = [r for r in mine if r.state in OPEN_STATES]
+        moves = [t for t in allowed_targets(v.stage) if can_move(user.role, user.name, v.stage, t, open_requests)]
         return page(request, "version.html", v=v, next_stage=next_stage, assessment=assessment,
-                    open_requests=[r for r in mine if r.state in OPEN_STATES],
+                    open_requests=open_requests,
                     closed_requests=[r for r in mine if r.state not in OPEN_STATES],
                     files=files, entries=list(reversed(entries)), lineage=found_lineage,
                     picture=lineage_picture(v.model, version, found_lineage), comments=thread,
@@ -127,12 +147,14 @@ class Pages(Controller):
     async def audit_page(self, request: Request[Any, Any, Any], model: Query = None,
                          version: Query = None, actor: Query = None, action: Query = None,
                          since: Query = None, until: Query = None,
-                         cursor: Query = None) -> Template:
-        """The audit log, filtered, with the verification of the chains it shows."""
+                         cursor: Query = None, verify: Query = None) -> Template:
+        """The audit log, filtered. A model's chain is verified with every view; every visible
+        chain (the whole log, for an admin) only when asked, as that re-reads all of it."""
         filters = _filters(model, version, actor, action, since, until)
         query = _audit_query(filters)
         result = await audit.list_audit(filters["model"], cursor, PAGE_SIZE, reader(request), query)
-        verification = await audit.verify_audit(filters["model"], reader(request))
+        verification = (await audit.verify_audit(filters["model"], reader(request))
+                        if filters["model"] or verify == "all" else None)
         export = {k: v for k, v in filters.items() if v}
         return page(request, "audit.html", entries=result.items, next_cursor=result.next_cursor,
                     filters=filters, verification=verification, export=export)
@@ -169,7 +191,7 @@ class Pages(Controller):
                                                         reader(request), sub_id=s.id)).items
                   for s in subs}
         return page(request, "webhooks.html", subscriptions=subs, deliveries=recent,
-                    now=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M"))
+                    since=(datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"))
 
 
 async def _all_versions(request: Request[Any, Any, Any], name: str) -> list[Any]:
@@ -193,17 +215,16 @@ def _filters(model: str | None, version: str | None, actor: str | None, action: 
 
 
 def _audit_query(filters: dict[str, Any]) -> AuditQuery:
-    version = filters["version"]
-    if version is not None and (not version.isdigit() or not 1 <= int(version) < 2**31):
-        raise ValidationError("version must be a version number")
-    return replace(AuditQuery(), version=int(version) if version else None, actor=filters["actor"],
-                   action=filters["action"], since=_time(filters["since"]), until=_time(filters["until"]))
+    return replace(AuditQuery(), version=number(filters["version"], "version"), actor=filters["actor"],
+                   action=filters["action"], since=_time(filters["since"]),
+                   until=_time(filters["until"], end_of_minute=True))
 
 
-def _time(value: str | None) -> datetime | None:
-    """An RFC 3339 time, or the browser's datetime-local form (taken as UTC)."""
+def _time(value: str | None, *, end_of_minute: bool = False) -> datetime | None:
+    """An RFC 3339 time, or the browser's datetime-local minute (taken as UTC; as an upper bound,
+    the whole minute)."""
     if value is None:
         return None
     if len(value) == 16 and value[10] == "T":  # 2026-12-07T10:30 from <input type=datetime-local>
-        value += ":00Z"
+        value += ":59.999999Z" if end_of_minute else ":00Z"
     return parse_time(value)
