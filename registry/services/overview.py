@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -11,7 +10,7 @@ from registry.domain.stages import Stage
 from registry.services.access import require_model
 from registry.services.audit import chain_entries, model_chain, scoped
 from registry.services.ports import UnitOfWork
-from registry.services.search import Condition, Search
+from registry.services.search import MODEL_FIELDS, MODEL_ORDER, Condition, Search, check_search
 
 # The actions that move a version into or out of a stage, for a stage timeline.
 STAGE_ACTIONS = ("model_version.stage_changed", "model_version.imported", "model_version.deleted")
@@ -28,10 +27,10 @@ class ModelGlance:
 async def glance(query: str | None, offset: int, limit: int, uow: UnitOfWork) -> tuple[list[ModelGlance], bool]:
     """Visible models whose name contains ``query`` (any case), by name: each with its production
     and staging versions and its latest change. The flag says whether more follow."""
-    conditions = (Condition("name", "ilike", f"%{unicodedata.normalize('NFC', query)}%"),) if query else ()
+    conditions = (Condition("name", "ilike", f"%{query}%"),) if query else ()
+    search = check_search(Search(conditions, (("name", True),), offset, limit), MODEL_FIELDS, MODEL_ORDER)
     async with uow:
-        found = await uow.repo.search_models(Search(conditions, (("name", True),), offset, limit),
-                                             uow.actor.models)
+        found = await uow.repo.search_models(search, uow.actor.models)
         more, found = len(found) > limit, found[:limit]
         changes = await uow.repo.last_changes([model_chain(m.id) for m in found])
         out = []

@@ -43,7 +43,7 @@ class Search:
     limit: int = 100
 
 
-def _check(search: Search, fields: frozenset[str], order: frozenset[str]) -> Search:
+def check_search(search: Search, fields: frozenset[str], order: frozenset[str]) -> Search:
     for c in search.conditions:
         if c.field not in fields or c.op not in OPERATORS:
             raise ValidationError(f"cannot filter on {c.field} with {c.op!r}")
@@ -70,14 +70,14 @@ def _normalized(c: Condition) -> Condition:
 async def search_models(search: Search, uow: UnitOfWork) -> list[RegisteredModel]:
     """Models the caller may see that match, in order; up to ``limit + 1`` (the extra one says
     another page exists)."""
-    search = _check(search, MODEL_FIELDS, MODEL_ORDER)
+    search = check_search(search, MODEL_FIELDS, MODEL_ORDER)
     async with uow:
         return await uow.repo.search_models(search, uow.actor.models)
 
 
 async def search_model_versions(search: Search, uow: UnitOfWork) -> list[ModelVersion]:
     """Live versions of the models the caller may see that match, in order; up to ``limit + 1``."""
-    search = _check(search, VERSION_FIELDS, VERSION_ORDER)
+    search = check_search(search, VERSION_FIELDS, VERSION_ORDER)
     async with uow:
         return await uow.repo.search_versions(search, uow.actor.models)
 

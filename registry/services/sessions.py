@@ -9,7 +9,6 @@ token (or its expiry) ends its sessions within the cache's second. Signing out d
 from __future__ import annotations
 
 import hashlib
-import itertools
 import secrets
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from registry.domain.errors import UnauthenticatedError
 from registry.domain.permissions import Role
 from registry.services.ports import Actor, UnitOfWorkFactory
-from registry.services.tokens import Authenticator, Principal
+from registry.services.tokens import Authenticator, Principal, ShortCache
 
 SESSION_PREFIX = "mrs_"
 
@@ -68,29 +67,18 @@ class SessionAuthenticator:
                  clock: Callable[[], float] = time.monotonic, max_entries: int = 10_000,
                  wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._uow_factory = uow_factory
-        self._ttl = ttl
-        self._clock = clock
         self._wall_clock = wall_clock
-        self._max = max_entries
-        self._cache: dict[str, tuple[float, Session | None]] = {}
+        self._cache: ShortCache[Session | None] = ShortCache(ttl, clock, max_entries)
 
     def forget(self, secret: str) -> None:
         """This process stops honouring the session at once (signing out here)."""
-        self._cache.pop(_hash(secret), None)
+        self._cache.forget(_hash(secret))
 
     async def authenticate(self, secret: str | None) -> Session:
         if not secret or not secret.startswith(SESSION_PREFIX):
             raise UnauthenticatedError("sign in")
         digest = _hash(secret)
-        now = self._clock()
-        cached = self._cache.get(digest)
-        if cached is None or cached[0] <= now:
-            if len(self._cache) >= self._max:  # evict the oldest tenth, not the sessions in use
-                for stale in list(itertools.islice(self._cache, self._max // 10 or 1)):
-                    del self._cache[stale]
-            cached = (now + self._ttl, await self._lookup(digest))
-            self._cache[digest] = cached
-        session = cached[1]
+        session = await self._cache.get(digest, lambda: self._lookup(digest))
         if session is None or session.expires_at <= self._wall_clock():
             raise UnauthenticatedError("the session ended: sign in again")
         return session

@@ -13,9 +13,10 @@ import hashlib
 import itertools
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 import structlog
 
@@ -27,6 +28,7 @@ from registry.services.audit import SYSTEM_CHAIN, rfc3339
 from registry.services.pagination import check_limit, decode_cursor, page
 from registry.services.ports import Actor, Page, TokenRecord, UnitOfWork, UnitOfWorkFactory
 
+V = TypeVar("V")
 TOKEN_PREFIX = "mrt_"
 TOUCH_EVERY = 60.0
 log = structlog.get_logger("registry.tokens")
@@ -154,6 +156,33 @@ async def ensure_bootstrap_token(uow_factory: UnitOfWorkFactory, given: str | No
     return secret
 
 
+class ShortCache(Generic[V]):
+    """What a database read answered for a key, kept ``ttl`` seconds: credentials are checked on
+    every request, and a second's staleness is the price of not reading for each one. At
+    ``max_entries`` the oldest tenth (by insertion) goes, not the keys in use."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float], max_entries: int) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._max = max_entries
+        self._entries: dict[str, tuple[float, V]] = {}
+
+    async def get(self, key: str, load: Callable[[], Awaitable[V]]) -> V:
+        now = self._clock()
+        cached = self._entries.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        value = await load()
+        if len(self._entries) >= self._max:
+            for stale in list(itertools.islice(self._entries, self._max // 10 or 1)):
+                del self._entries[stale]
+        self._entries[key] = (now + self._ttl, value)
+        return value
+
+    def forget(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+
 class Authenticator:
     """Resolves a bearer token to a principal; revocation and expiry are seen within ``ttl``."""
 
@@ -161,11 +190,9 @@ class Authenticator:
                  clock: Callable[[], float] = time.monotonic, max_entries: int = 10_000,
                  wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._uow_factory = uow_factory
-        self._ttl = ttl
         self._clock = clock
         self._wall_clock = wall_clock
-        self._max = max_entries
-        self._cache: dict[str, tuple[float, Principal | None, datetime | None]] = {}
+        self._cache: ShortCache[tuple[Principal | None, datetime | None]] = ShortCache(ttl, clock, max_entries)
         self._touched: dict[int, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -176,19 +203,10 @@ class Authenticator:
         if scheme.lower() != "bearer" or not secret.strip():
             raise UnauthenticatedError("send 'Authorization: Bearer <token>'")
         digest = hash_token(secret.strip())
-        now = self._clock()
-        cached = self._cache.get(digest)
-        if cached is None or cached[0] <= now:
-            principal, expires_at = await self._lookup(digest)
-            if len(self._cache) >= self._max:  # evict the oldest tenth, not the tokens in use
-                for stale in list(itertools.islice(self._cache, self._max // 10 or 1)):
-                    del self._cache[stale]
-            cached = (now + self._ttl, principal, expires_at)
-            self._cache[digest] = cached
-        _, principal, expires_at = cached
+        principal, expires_at = await self._cache.get(digest, lambda: self._lookup(digest))
         if principal is None or (expires_at is not None and expires_at <= self._wall_clock()):
             raise UnauthenticatedError("the token is unknown, revoked or expired")
-        self._touch(principal.token_id, now)
+        self._touch(principal.token_id, self._clock())
         return principal
 
     async def _lookup(self, digest: str) -> tuple[Principal | None, datetime | None]:

@@ -23,6 +23,7 @@ from registry.api.errors import status_of
 from registry.api.ui.actions import Actions, SignIn
 from registry.api.ui.pages import Pages
 from registry.api.ui.security import SECURITY_HEADERS, PageGuard
+from registry.api.ui.views import parse_at
 from registry.domain import errors as e
 from registry.domain.permissions import Role
 from registry.domain.stages import Stage
@@ -34,17 +35,13 @@ def _when(value: datetime | str | None) -> str:
     """A time as people read it, in UTC."""
     if value is None:
         return "—"
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return parse_at(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _ago(value: datetime | str | None) -> str:
     if value is None:
         return ""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    seconds = int((datetime.now(UTC) - value).total_seconds())
+    seconds = int((datetime.now(UTC) - parse_at(value)).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{seconds // size} {unit} ago"

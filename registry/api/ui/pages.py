@@ -36,7 +36,6 @@ from registry.services import (
     webhooks,
 )
 from registry.services.ports import AuditQuery
-from registry.services.search import MAX_SEARCH_WINDOW
 
 PAGE_SIZE = 50
 Query = FromQuery[str | None]  # a page's query parameters are read as text and checked here
@@ -47,7 +46,7 @@ def page(request: Request[Any, Any, Any], template: str, **context: Any) -> Temp
     """A page with what every page needs: who is signed in, their role, the CSRF token."""
     session = request.scope["state"]["ui_session"]
     user = session.principal
-    context.update(user=user, role=user.role, Role=Role, csrf=session.csrf,
+    context.update(user=user, role=user.role, csrf=session.csrf,
                    expires_at=session.expires_at, path=request.url.path)
     return Template(template_name=template, context=context, status_code=200)
 
@@ -63,7 +62,7 @@ def number(value: str | None, field: str, high: int = 2**31 - 1) -> int | None:
 
 
 def _offset(value: str | None) -> int:
-    return number(value, "offset", MAX_SEARCH_WINDOW - PAGE_SIZE) or 0
+    return number(value, "offset") or 0
 
 
 def can_move(role: Role, principal: str, current: Stage, target: Stage, requests: list[Any]) -> bool:
@@ -102,11 +101,12 @@ class Pages(Controller):
         statuses = await overview.latest_checks(model.name, [v.version for v in shown], reader(request))
         found_aliases = (await aliases.list_aliases(model.name, None, 1000, reader(request))).items
         entries = await overview.stage_entries(model.name, reader(request))
-        chart = timeline(stays(entries), datetime.now(UTC))
+        found_stays = stays(entries)
+        chart = timeline(found_stays, datetime.now(UTC))
         rules = {stage: await policies.get_policy(model.name, stage, reader(request))
                  for stage in ("staging", "production")}
         return page(request, "model.html", model=model, versions=shown, statuses=statuses,
-                    aliases=found_aliases, chart=chart, stays=list(reversed(stays(entries))),
+                    aliases=found_aliases, chart=chart, stays=list(reversed(found_stays)),
                     policies={s: (v, policy_in_words(v.policy)) for s, v in rules.items()},
                     offset=start, more=len(all_versions) > start + PAGE_SIZE, page_size=PAGE_SIZE)
 
@@ -132,7 +132,7 @@ class Pages(Controller):
                     files=files, entries=list(reversed(entries)), lineage=found_lineage,
                     picture=lineage_picture(v.model, version, found_lineage), comments=thread,
                     checks=await checks.list_checks(v.model, version, reader(request)),
-                    moves=moves, principal=user.name, Stage=Stage, model=v.model, version=v.version)
+                    moves=moves, principal=user.name, model=v.model, version=v.version)
 
     @get("/approvals", name="ui:approvals")
     async def approvals_page(self, request: Request[Any, Any, Any]) -> Template:

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import structlog
+from litestar.connection import ASGIConnection
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry.domain.errors import UnauthenticatedError
@@ -37,26 +38,6 @@ PUBLIC = ("/ui/login",)
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
-def cookies(scope: Scope) -> dict[str, str]:
-    """The request's cookies, pair by pair: one malformed cookie another app on the host set does
-    not hide the others."""
-    jar: dict[str, str] = {}
-    for name, value in scope["headers"]:
-        if name == b"cookie":
-            for pair in value.decode("latin-1").split(";"):
-                key, sep, val = pair.partition("=")
-                if sep and key.strip():
-                    jar.setdefault(key.strip(), val.strip().strip('"'))
-    return jar
-
-
-def header(scope: Scope, wanted: bytes) -> str | None:
-    for name, value in scope["headers"]:
-        if name == wanted:
-            return value.decode("latin-1")
-    return None
-
-
 def is_https(scope: Scope) -> bool:
     return scope.get("scheme") == "https"
 
@@ -75,11 +56,11 @@ def new_login_csrf() -> str:
     return secrets.token_urlsafe(24)
 
 
-def _same_origin(scope: Scope) -> bool:
-    origin = header(scope, b"origin")
+def _same_origin(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    origin = connection.headers.get("origin")
     if origin is None:  # older browsers on same-origin POSTs; the CSRF token still decides
         return True
-    host = header(scope, b"host")
+    host = connection.headers.get("host")
     try:
         parts = urlsplit(origin)
     except ValueError:  # not even a URL: not this site
@@ -149,7 +130,10 @@ class PageGuard:
             await send(message)
 
         state: dict[str, Any] = scope.setdefault("state", {})
-        jar = cookies(scope)
+        # Litestar's own lenient parsing: a malformed cookie of another app on the host hides
+        # nothing else.
+        connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope)
+        jar = connection.cookies
         container = scope["app"].state.container
         try:
             session = await container.sessions.authenticate(jar.get(SESSION_COOKIE))
@@ -158,7 +142,7 @@ class PageGuard:
         state["ui_session"] = session
         method = scope["method"]
         if method not in SAFE_METHODS:
-            if not _same_origin(scope):
+            if not _same_origin(connection):
                 await _send_page(send_secured, 403, "This form was sent from another site.")
                 return
             body, ok = await _read_form(receive)
@@ -183,7 +167,7 @@ class PageGuard:
             return
         if method not in SAFE_METHODS:
             expected = session.csrf if session is not None else jar.get(LOGIN_CSRF_COOKIE)
-            given = header(scope, b"x-csrf-token") or state["form"].get("_csrf")
+            given = connection.headers.get("x-csrf-token") or state["form"].get("_csrf")
             if not expected or not given or not hmac.compare_digest(expected.encode(), given.encode()):
                 await _send_page(send_secured, 403, "The form's CSRF token is missing or wrong: reload the page.")
                 return

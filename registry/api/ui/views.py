@@ -152,10 +152,6 @@ class Node:
     h: int = 44
 
     @property
-    def cx(self) -> int:
-        return self.x + self.w // 2
-
-    @property
     def right(self) -> int:
         return self.x + self.w
 
