@@ -1,9 +1,10 @@
-"""Command line: ``python -m registry serve | worker | migrate | token | audit | openapi | import``.
+"""Command line: serve, worker, migrate, export, restore, token, audit, openapi, import, and more.
 
-``serve``, ``worker``, ``migrate``, ``token create --bootstrap`` and ``import mlflow`` work on the
-database directly (an operator on the server host); every other command is an HTTP client of a
-running service (``registry.cli``, with ``REGISTRY_URL`` and ``REGISTRY_TOKEN``), the pipeline
-commands included (``registry.pipeline``: register, checks, gate, promote, rollback, requests).
+``serve``, ``worker``, ``migrate``, ``token create --bootstrap``, ``import mlflow``, ``export`` and
+``restore`` work on the database directly (an operator on the server host); every other command
+is an HTTP client of a running service (``registry.cli``, with ``REGISTRY_URL`` and
+``REGISTRY_TOKEN``), the pipeline commands included (``registry.pipeline``: register, checks,
+gate, promote, rollback, requests).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from registry import artifact_cli, cli, mlflow_import, pipeline
+from registry import artifact_cli, backup, cli, mlflow_import, pipeline
 from registry.config import ConfigError, Settings
 
 DEFAULT_OPENAPI = Path("openapi/openapi.json")
@@ -306,6 +307,7 @@ def parser() -> argparse.ArgumentParser:
 
     pipeline.add_commands(sub)
     artifact_cli.add_commands(sub)
+    backup.add_commands(sub)
     return p
 
 
