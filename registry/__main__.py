@@ -120,7 +120,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"Serving the model registry on http://{args.host}:{args.port} "
           f"({'SQLite' if settings.is_sqlite else 'PostgreSQL'}, {args.workers} worker(s))", flush=True)
     uvicorn.run("registry.serving:app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning", access_log=False,
+                workers=args.workers, access_log=False,
+                log_config=None, log_level=None,  # uvicorn's loggers go through registry.log
                 loop="uvloop" if sys.platform != "win32" else "auto", http="httptools",
                 lifespan="on", timeout_graceful_shutdown=10,
                 # Outlast clients' and load balancers' idle timeouts (httpx: 5 s, ALB: 60 s), so
@@ -166,8 +167,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from registry.adapters.db.migrate import GrantError, grant_app_role
     from registry.bootstrap import migrate
+    from registry.log import configure
 
     settings = _settings()
+    configure(settings.log_format)  # alembic's lines too
     if args.grant_to is not None and settings.is_sqlite:
         print("error: --grant-to needs PostgreSQL: SQLite has no roles (protect the embedded "
               "database with its file's permissions)", file=sys.stderr)

@@ -154,7 +154,7 @@ def run_server(database_url: str, data_dir: Path, workers: int = 1,
         )
     server = Server(f"http://127.0.0.1:{port}", token, database_url, proc, log)
     try:
-        _wait_ready(server)
+        wait_ready(server)
         yield server
     finally:
         stop(proc)
@@ -217,7 +217,7 @@ def server_for(backend: str, data_dir: Path, workers: int = 1,
             run(drop_pg_database(url))
 
 
-def _wait_ready(server: Server, timeout: float = 60.0) -> None:
+def wait_ready(server: Server, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:

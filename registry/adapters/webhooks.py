@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from registry import tracing
 from registry.domain.errors import ValidationError
 from registry.services.webhooks import SECRET_PREFIX
 
@@ -247,13 +248,19 @@ def retry_after(value: str | None, now: float) -> float | None:
 
 
 class HttpPoster:
-    """POSTs a body and reports the outcome; never raises for network or HTTP failures."""
+    """POSTs a body and reports the outcome; never raises for network or HTTP failures. Inside a
+    span (a delivery's), the request carries its W3C ``traceparent``."""
 
     def __init__(self, client: httpx.AsyncClient, timeout: float) -> None:
         self._client = client
         self._timeout = timeout
 
     async def post(self, url: str, headers: dict[str, str], body: bytes) -> Outcome:
+        outcome = await self._post(url, tracing.inject(headers), body)
+        tracing.note({"http.response.status_code": outcome.status}, outcome.error)
+        return outcome
+
+    async def _post(self, url: str, headers: dict[str, str], body: bytes) -> Outcome:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):

@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids, access log lines, and bearer-token authentication."""
+"""ASGI middleware: request ids, trace context, access log lines, and bearer-token
+authentication."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from registry import tracing
 from registry.services.tokens import Authenticator
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -19,27 +21,45 @@ access_log = structlog.get_logger("registry.access")
 
 
 class RequestIdMiddleware:
-    """Accepts a sane ``X-Request-ID`` or makes one, binds it for every log line of the request,
-    echoes it in the response, and writes one access line per request."""
+    """Accepts a sane ``X-Request-ID`` or makes one, continues the caller's trace (W3C
+    ``traceparent``) or starts one, binds both for every log line of the request, echoes the
+    request id in the response, and writes one access line per request. On lifespan shutdown it sends the
+    spans still batched."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan passes straight through
-            await self.app(scope, receive, send)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                if scope["type"] == "lifespan":
+                    tracing.shutdown()
             return
-        request_id = None
+        request_id = traceparent = None
         for name, value in scope["headers"]:
-            if name == b"x-request-id":
+            if name == b"x-request-id" and request_id is None:
                 candidate = value.decode("latin-1")
-                if _VALID_REQUEST_ID.match(candidate):
-                    request_id = candidate
-                break
+                request_id = candidate if _VALID_REQUEST_ID.match(candidate) else ""
+            elif name == b"traceparent" and traceparent is None:
+                traceparent = value.decode("latin-1")
         request_id = request_id or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        method, path = scope["method"], scope["path"]
+        with tracing.span(method, tracing.parse_traceparent(traceparent), kind="server",
+                          attributes={"http.request.method": method, "url.path": path,
+                                      "registry.request_id": request_id}) as span:
+            status = await self._serve(scope, receive, send, request_id)
+            route = scope.get("path_template")
+            span.rename(f"{method} {route}" if route else method)
+            span.set({"http.route": route, "http.response.status_code": status})
+            if status >= 500:
+                span.fail(f"HTTP {status}")
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
         started = time.perf_counter()
         status = 500
 
@@ -54,8 +74,10 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
             access_log.info("request", method=scope["method"], path=scope["path"], status=status,
-                            duration_ms=round((time.perf_counter() - started) * 1000, 2))
+                            duration_ms=round(elapsed * 1000, 2))
+        return status
 
 
 class TokenAuthMiddleware(AbstractAuthenticationMiddleware):

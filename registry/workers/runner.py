@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from registry import tracing
 from registry.bootstrap import LINEAGE_FILE, LINEAGE_HTTP, Container, WorkerLock
 from registry.services import webhooks
 from registry.services.ports import Actor
@@ -163,6 +164,12 @@ class Workers:
                 await asyncio.wait_for(conn.execute("SELECT 1"), LISTEN_CHECK)
 
     async def _deliver(self, job: Job) -> None:
+        """One attempt, as a span of the trace of the request that wrote the event: its log
+        lines carry that trace's id, and the webhook or lineage POST its ``traceparent``."""
+        with tracing.delivery(job.traceparent, job.target, job.event, job.attempt):
+            await self._attempt(job)
+
+    async def _attempt(self, job: Job) -> None:
         try:
             outcome = await self._send(job)
         except Exception as exc:  # a sender bug must not lose the delivery

@@ -22,7 +22,7 @@ from registry.adapters.db.tables import audit_t, chains_t, outbox_t
 AUDIT_COLUMNS = ("chain", "seq", "at", "actor", "request_id", "action", "model", "version",
                  "canonical", "prev_hash", "hash")
 EVENT_COLUMNS = ("event_id", "chain", "sequence", "type", "model", "version", "actor", "request_id",
-                 "at", "data", "target")
+                 "at", "data", "target", "traceparent")
 HEAD_COLUMNS = ("audit_seq", "audit_hash", "event_seq")
 
 _INSERT_AUDIT = Query(insert(audit_t).values(bound(audit_t, *AUDIT_COLUMNS)))

@@ -63,6 +63,7 @@ class Job:
     secret: str | None = None  # encrypted
     previous_secret: str | None = None  # encrypted; only while it still signs
     lineage: dict[str, Any] | None = None
+    traceparent: str | None = None  # of the request that wrote the event; not in the event
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,8 @@ class Finished:
 
 _EVENT_COLS = (outbox_t.c.id, outbox_t.c.event_id, outbox_t.c.chain, outbox_t.c.type,
                outbox_t.c.model, outbox_t.c.version, outbox_t.c.sequence, outbox_t.c.actor,
-               outbox_t.c.request_id, outbox_t.c.at, outbox_t.c.data, outbox_t.c.target)
+               outbox_t.c.request_id, outbox_t.c.at, outbox_t.c.data, outbox_t.c.target,
+               outbox_t.c.traceparent)
 
 
 _UNRELAYED = Query(select(*_EVENT_COLS).where(outbox_t.c.relayed_at.is_(None))
@@ -142,7 +144,7 @@ class OutboxStore:
                     deliveries.append(self._delivery(row, target_of(sub.id), sub.id, now, due,
                                                      ordered=row.target is None))
                 if self._lineage is not None and row.model is not None and is_lineage_event(event):
-                    payload = self._build_lineage(event)
+                    payload = self._build_lineage(event, row.traceparent)
                     if payload is not None:
                         lineage_rows.append({"event_id": row.event_id, "chain": row.chain,
                                              "model": row.model, "version": row.version,
@@ -153,11 +155,11 @@ class OutboxStore:
             await db.run_many(_MARK_RELAYED, [{"event": r.id, "relayed_at": now} for r in rows])
         return len(rows), len(deliveries)
 
-    def _build_lineage(self, event: dict[str, Any]) -> dict[str, Any] | None:
+    def _build_lineage(self, event: dict[str, Any], traceparent: str | None) -> dict[str, Any] | None:
         """One event that cannot be built must not stop the relay for every other one."""
         assert self._lineage is not None
         try:
-            return self._lineage.build(event)
+            return self._lineage.build(event, traceparent)
         except Exception:
             log.exception("lineage_build_failed", event_id=event["id"], event_type=event["type"])
             return None
@@ -219,7 +221,8 @@ class OutboxStore:
                                              or r.previous_secret_until <= now):
                     previous = None
                 jobs.append(Job(r.delivery_id, token, r.target, r.subscription_id, r.attempts,
-                                r.round_attempts, event_of(r), r.url, r.secret, previous, r.lineage))
+                                r.round_attempts, event_of(r), r.url, r.secret, previous, r.lineage,
+                                r.traceparent))
         return jobs
 
     async def finish(self, job: Job, *, ok: bool, status: int | None, latency_ms: float,

@@ -202,7 +202,8 @@ class OutboxRow(SQLModel, table=True):
     """An event, written in the transaction of the change it announces; ``id`` is its global
     position for the relay, ``sequence`` its gap-free position within its chain (a model's, or
     the system chain for ``webhook.*`` events, which have no model). ``relayed_at`` is set once
-    the relay has made its deliveries; ``target`` sends it to one subscription only (a ping)."""
+    the relay has made its deliveries; ``target`` sends it to one subscription only (a ping);
+    ``traceparent`` is the trace its deliveries join."""
 
     __tablename__ = "outbox_events"
     __table_args__ = (
@@ -227,6 +228,9 @@ class OutboxRow(SQLModel, table=True):
     data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     relayed_at: datetime | None = _ts(nullable=True)
     target: int | None = Field(default=None, sa_column=Column(Id, nullable=True))
+    # W3C traceparent of the span that wrote the event (not part of the event document): its
+    # webhook and lineage deliveries continue that trace.
+    traceparent: str | None = Field(default=None, sa_column=Column(String(55), nullable=True))
 
 
 class PrincipalRow(SQLModel, table=True):

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from registry import tracing
 from registry.adapters.db.bell import OutboxBell
 from registry.adapters.db.changes import write_changes
 from registry.adapters.db.idempotency import IdempotentCall
@@ -148,6 +149,7 @@ class SqlUnitOfWork:
         audit_rows: list[dict[str, Any]] = []
         event_rows: list[dict[str, Any]] = []
         heads = []
+        traceparent = tracing.current_traceparent()  # the deliveries continue the request's trace
         for chain, changes in self._pending.items():
             head = self.repo.heads.get(chain) or await self.repo.lock_chain(chain)
             for change in changes:
@@ -176,7 +178,7 @@ class SqlUnitOfWork:
                         "event_id": str(uuid.uuid4()), "chain": chain, "sequence": head.event_seq,
                         "type": change.type, "model": change.model, "version": change.version,
                         "actor": self.actor.name, "request_id": self.actor.request_id, "at": at,
-                        "data": change.event_data(), "target": None,
+                        "data": change.event_data(), "target": None, "traceparent": traceparent,
                     })
                 elif change.event is not None:
                     head.event_seq += 1
@@ -184,7 +186,7 @@ class SqlUnitOfWork:
                         "event_id": str(uuid.uuid4()), "chain": chain, "sequence": head.event_seq,
                         "type": change.action, "model": None, "version": None,
                         "actor": self.actor.name, "request_id": self.actor.request_id, "at": at,
-                        "data": change.event, "target": change.target,
+                        "data": change.event, "target": change.target, "traceparent": traceparent,
                     })
             heads.append(head)
         await write_changes(self._tx.db, audit_rows, event_rows, [

@@ -71,16 +71,19 @@ class LineageBuilder:
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
 
-    def build(self, event: dict[str, Any]) -> dict[str, Any] | None:
+    def build(self, event: dict[str, Any], traceparent: str | None = None) -> dict[str, Any] | None:
         """The RunEvent for an outbox event (``id``, ``type``, ``model``, ``version``,
-        ``sequence``, ``actor``, ``request_id``, ``at`` as RFC 3339, ``data``), or None."""
+        ``sequence``, ``actor``, ``request_id``, ``at`` as RFC 3339, ``data``), or None.
+        ``traceparent``, the trace of the request that wrote the event, goes in our run facet."""
         if not is_lineage_event(event):
             return None
+        traced = {"traceparent": traceparent} if traceparent else {}
         model, version, data = event["model"], event["version"], event["data"]
         if event["type"] == "model_version.created":
             after = data.get("after") or {}
             stage = after.get("stage", "none")
-            run_facets: dict[str, Any] = {"modelRegistry": self._registry_facet(event, "register", stage)}
+            run_facets: dict[str, Any] = {
+                "modelRegistry": self._registry_facet(event, "register", stage, **traced)}
             if after.get("run_id"):
                 run_facets["parent"] = _facet(
                     _PARENT_URL, run={"runId": run_uuid(after["run_id"]), "facets": {}},
@@ -98,7 +101,8 @@ class LineageBuilder:
                 comment=data.get("comment"), archived=archived,
                 gates=[{"gate": g["gate"], "passed": g["passed"], "detail": g["detail"]}
                        for g in data.get("gates", [])],
-                transitionRequest=data.get("request"), approvedBy=list(data.get("approved_by", [])))
+                transitionRequest=data.get("request"), approvedBy=list(data.get("approved_by", [])),
+                **traced)
             run_facets = {"modelRegistry": facet}
             inputs = [self._model_dataset(model, version, from_stage, output=False)]
             outputs = [self._model_dataset(model, version, to_stage, output=True)]
