@@ -92,6 +92,27 @@ def _local_artifacts(settings: Settings) -> None:
                    "REGISTRY_ARTIFACTS_URL=s3://...); a replica with another folder answers 404")
 
 
+def _shared_metrics_folder() -> None:
+    """Under ``--workers N`` each server process counts into files of one folder, and a scrape
+    answered by any of them adds all up (prometheus_client's multiprocess mode). The processes
+    inherit the variable; an operator's folder loses its old ``*.db`` files first, since they
+    would add old counts."""
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for old in Path(folder).glob("*.db"):
+            old.unlink(missing_ok=True)
+    else:
+        made = tempfile.mkdtemp(prefix="registry-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+        atexit.register(shutil.rmtree, made, True)  # after uvicorn.run: every process has ended
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -117,6 +138,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if token is not None:
         shown = "(from REGISTRY_BOOTSTRAP_TOKEN)" if settings.bootstrap_token else token
         print(f"Admin token, shown once: {shown}", flush=True)
+    if args.workers > 1:  # after this process has used the database: it serves nothing
+        _shared_metrics_folder()
     print(f"Serving the model registry on http://{args.host}:{args.port} "
           f"({'SQLite' if settings.is_sqlite else 'PostgreSQL'}, {args.workers} worker(s))", flush=True)
     uvicorn.run("registry.serving:app_from_env", factory=True, host=args.host, port=args.port,
@@ -155,9 +178,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
         except WorkersAlreadyRunning as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        metrics_server = None
+        if args.metrics_port is not None:
+            from registry.api.metrics import serve_metrics
+
+            try:
+                metrics_server = await serve_metrics(container, args.metrics_host, args.metrics_port)
+            except OSError as exc:
+                print(f"error: cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc}",
+                      file=sys.stderr)
+                await workers.stop(0)
+                return 2
         print(f"Worker {workers.name} running ({'SQLite' if settings.is_sqlite else 'PostgreSQL'})",
               flush=True)
         await stop.wait()
+        if metrics_server is not None:
+            metrics_server.close()
         await workers.stop()
         return 0
 
@@ -259,6 +295,10 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_serve)
 
     w = sub.add_parser("worker", help="run the outbox relay and webhook/lineage dispatcher alone")
+    w.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics at /metrics on this port (default: none)")
+    w.add_argument("--metrics-host", default="127.0.0.1",
+                   help="the address for --metrics-port (0.0.0.0 in a container)")
     w.set_defaults(fn=cmd_worker)
 
     m = sub.add_parser("migrate", help="apply pending database migrations")

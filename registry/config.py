@@ -94,6 +94,7 @@ class Settings:
     idempotency_ttl: float = 86400.0  # stored answers live at least this long (>= 24 h)
     ui_session_ttl: float = 28800.0  # a web page sign-in lasts this long (8 h), then asks again
     artifacts: ArtifactSettings | None = None  # None: <data dir>/artifacts
+    metrics_token: str | None = None  # None: /metrics answers any scrape
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -150,6 +151,7 @@ class Settings:
             idempotency_ttl=_number(env, "REGISTRY_IDEMPOTENCY_TTL", 86400.0, low=86400.0),
             ui_session_ttl=_number(env, "REGISTRY_UI_SESSION_TTL", 28800.0, low=60.0),
             artifacts=_artifacts(env, data_dir),
+            metrics_token=env.get("REGISTRY_METRICS_TOKEN") or None,
         )
 
     @property

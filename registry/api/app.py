@@ -13,6 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Server
 from litestar.routes import HTTPRoute
 
 import registry
+from registry import metrics
 from registry.api import ui
 from registry.api.body_timeout import BodyIdleTimeout
 from registry.api.controllers.artifacts import ArtifactController, resolve_uri
@@ -26,6 +27,7 @@ from registry.api.controllers.versions import VersionController
 from registry.api.controllers.webhooks import LineageSinkController, WebhookController
 from registry.api.errors import EXCEPTION_HANDLERS, http_error_handler
 from registry.api.idempotency import IdempotencyMiddleware
+from registry.api.metrics import metrics_endpoint
 from registry.api.middleware import RequestIdMiddleware, TokenAuthMiddleware
 from registry.api.mlflow import PREFIXES as MLFLOW_PREFIXES
 from registry.api.mlflow import routers as mlflow_routers
@@ -95,9 +97,10 @@ def create_app(container: Container, *, on_startup: Sequence[Hook] = (),
 
     async def close() -> None:
         await container.close()
+        metrics.process_exited()
 
     app = Litestar(
-        route_handlers=[api, *mlflow_routers(), *ui.handlers(), healthz, readyz],
+        route_handlers=[api, *mlflow_routers(), *ui.handlers(), healthz, readyz, metrics_endpoint],
         template_config=ui.template_config(),
         exception_handlers={**EXCEPTION_HANDLERS, HTTPException: _http_error_handler},
         openapi_config=openapi_config(),
@@ -115,8 +118,9 @@ def create_app(container: Container, *, on_startup: Sequence[Hook] = (),
 
 def asgi_app(container: Container, *, on_startup: Sequence[Hook] = (),
              on_shutdown: Sequence[Hook] = ()) -> RequestIdMiddleware:
-    """The app as served: the request-id middleware wraps everything, error responses included;
-    inside it, Idempotency-Key handling holds each keyed POST's answer until it committed."""
+    """The app as served: the request-id middleware wraps everything, error responses included
+    (so its access lines and request metrics see what the client sees); inside it, Idempotency-Key
+    handling holds each keyed POST's answer until it committed."""
     app = create_app(container, on_startup=on_startup, on_shutdown=on_shutdown)
     idle = container.settings.body_idle_timeout
     return RequestIdMiddleware(BodyIdleTimeout(IdempotencyMiddleware(app, container), idle))

@@ -1,5 +1,5 @@
-"""ASGI middleware: request ids, trace context, access log lines, and bearer-token
-authentication."""
+"""ASGI middleware: request ids, trace context, access log lines and request metrics, and
+bearer-token authentication."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from registry import tracing
+from registry import metrics, tracing
 from registry.services.tokens import Authenticator
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -23,8 +23,9 @@ access_log = structlog.get_logger("registry.access")
 class RequestIdMiddleware:
     """Accepts a sane ``X-Request-ID`` or makes one, continues the caller's trace (W3C
     ``traceparent``) or starts one, binds both for every log line of the request, echoes the
-    request id in the response, and writes one access line per request. On lifespan shutdown it sends the
-    spans still batched."""
+    request id in the response, and writes one access line per request and counts it in the
+    metrics (registry.metrics: by route template, never by path). On lifespan shutdown it
+    sends the spans still batched."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -77,6 +78,7 @@ class RequestIdMiddleware:
             elapsed = time.perf_counter() - started
             access_log.info("request", method=scope["method"], path=scope["path"], status=status,
                             duration_ms=round(elapsed * 1000, 2))
+            metrics.request_answered(scope["method"], scope.get("path_template"), status, elapsed)
         return status
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from registry import tracing
+from registry import metrics, tracing
 from registry.bootstrap import LINEAGE_FILE, LINEAGE_HTTP, Container, WorkerLock
 from registry.services import webhooks
 from registry.services.ports import Actor
@@ -185,6 +185,7 @@ class Workers:
             log.warning("delivery_not_recorded", target=job.target, event_id=job.event["id"],
                         status=outcome.status, error=f"{type(exc).__name__}: {exc}")
             return
+        metrics.delivery_recorded(job.target, finished.state, outcome.latency_ms)
         log.info("delivery_attempt", target=job.target, event_id=job.event["id"],
                  event_type=job.event["type"], attempt=job.attempt, status=outcome.status,
                  latency_ms=outcome.latency_ms, error=outcome.error, state=finished.state,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
+from registry import metrics
 from registry.adapters.db.statements import DRIVER_ERRORS, Db, driver_errors
 
 
@@ -31,7 +32,11 @@ class Transaction:
     async def open(cls, engine: AsyncEngine, *, write: bool) -> Transaction:
         """A connection from ``engine`` (PostgreSQL: an autocommit view), in a transaction if
         ``write``. Reads run in autocommit: one round trip a statement."""
-        conn = await engine.connect()
+        metrics.POOL_WAITING.inc()
+        try:
+            conn = await engine.connect()
+        finally:
+            metrics.POOL_WAITING.dec()
         try:
             if conn.dialect.name == "sqlite":
                 tx = cls(conn, None)

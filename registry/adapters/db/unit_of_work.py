@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,13 +22,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from registry import tracing
+from registry import metrics, tracing
 from registry.adapters.db.bell import OutboxBell
 from registry.adapters.db.changes import write_changes
 from registry.adapters.db.idempotency import IdempotentCall
 from registry.adapters.db.repository import SqlRepository
 from registry.adapters.db.transaction import Transaction
 from registry.domain.errors import (
+    GateFailedError,
     RegistryError,
     TransientConflictError,
     UnavailableError,
@@ -46,6 +48,10 @@ Clock = Callable[[], datetime]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+async def _count(changes: list[Change]) -> None:
+    metrics.changes_committed(changes)  # after the commit: a rolled-back move never counts
 
 
 class SqlUnitOfWork:
@@ -94,6 +100,8 @@ class SqlUnitOfWork:
         if exc is not None and not isinstance(exc, RegistryError):
             translated = translate_db_error(exc)
         refusal = exc if isinstance(exc, RegistryError) else translated
+        if isinstance(exc, GateFailedError):
+            metrics.gates_refused(exc.failed)
         if not await self._keep_open(exc, refusal):
             await self._release(broken=exc is not None and connection_lost(exc))
         if translated is not None:
@@ -192,8 +200,11 @@ class SqlUnitOfWork:
         await write_changes(self._tx.db, audit_rows, event_rows, [
             {"id": h.chain, "audit_seq": h.audit_seq, "audit_hash": h.audit_hash, "event_seq": h.event_seq}
             for h in heads])
+        committed = [c for changes in self._pending.values() for c in changes if isinstance(c, Change)]
         self._pending.clear()
         await self._end(wrote_events=bool(event_rows))
+        if committed:
+            self.after_commit(functools.partial(_count, committed))
 
     async def _end(self, *, wrote_events: bool) -> None:
         """COMMIT, and ring the in-process relay's doorbell if events were written."""

@@ -1,0 +1,69 @@
+"""The metrics' own rules: who may scrape, which label a delivery gets, what a committed unit of
+work counts, and how the backlog reads when the database could not be asked."""
+
+from __future__ import annotations
+
+from registry import metrics
+from registry.domain.events import ModelCreated, RequestApproved, RequestRejected, StageChanged
+
+
+def test_without_a_token_setting_any_scrape_is_answered() -> None:
+    assert metrics.authorized(None, None)
+    assert metrics.authorized(None, "Bearer whatever")
+
+
+def test_with_a_token_setting_only_that_bearer_token_scrapes() -> None:
+    assert metrics.authorized("s3cret", "Bearer s3cret")
+    assert metrics.authorized("s3cret", "bearer s3cret")
+    for wrong in (None, "", "s3cret", "Bearer", "Bearer s3cre", "Bearer s3cret2", "Basic s3cret",
+                  "Bearer S3CRET"):
+        assert not metrics.authorized("s3cret", wrong), wrong
+
+
+def test_deliveries_are_labelled_by_sink_never_by_subscription() -> None:
+    assert metrics.sink_of("webhook:17") == "webhook"
+    assert metrics.sink_of("lineage:http") == metrics.sink_of("lineage:file") == "lineage"
+
+
+def _count(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_committed_unit_counts_its_stage_changes_and_decisions() -> None:
+    moved = {"from_stage": "staging", "to_stage": "production", "trigger": "promote"}
+    before = (_count("registry_transitions_total", **moved),
+              _count("registry_approval_decisions_total", decision="approved"),
+              _count("registry_approval_decisions_total", decision="rejected"))
+    metrics.changes_committed([
+        StageChanged(model="m", version=1, **moved), ModelCreated(model="m"),
+        RequestApproved(model="m", version=1), RequestApproved(model="m", version=1),
+        RequestRejected(model="m", version=2),
+    ])
+    after = (_count("registry_transitions_total", **moved),
+             _count("registry_approval_decisions_total", decision="approved"),
+             _count("registry_approval_decisions_total", decision="rejected"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 2, 1]
+
+
+def test_a_delivery_still_to_be_retried_counts_as_retrying() -> None:
+    before = _count("registry_deliveries_total", sink="webhook", outcome="retrying")
+    seconds = _count("registry_delivery_duration_seconds_sum", sink="webhook")
+    metrics.delivery_recorded("webhook:3", "pending", 250.0)
+    assert _count("registry_deliveries_total", sink="webhook", outcome="retrying") == before + 1
+    assert abs(_count("registry_delivery_duration_seconds_sum", sink="webhook") - seconds - 0.25) < 1e-9
+
+
+def test_a_scrape_without_the_database_says_so_and_keeps_the_counters() -> None:
+    text = metrics.render(None).decode()
+    assert "registry_outbox_up 0.0" in text
+    assert "registry_outbox_backlog{" not in text
+    assert "# TYPE registry_http_requests_total counter" in text
+
+
+def test_a_scrape_with_the_backlog_reports_each_part() -> None:
+    text = metrics.render({"events": 2, "deliveries": 5, "oldest_age": 12.5, "failed": 1}).decode()
+    assert 'registry_outbox_backlog{kind="events"} 2.0' in text
+    assert 'registry_outbox_backlog{kind="deliveries"} 5.0' in text
+    assert "registry_outbox_oldest_undelivered_age_seconds 12.5" in text
+    assert "registry_outbox_failed_deliveries 1.0" in text
+    assert "registry_outbox_up 1.0" in text
