@@ -114,10 +114,13 @@ def _shared_metrics_folder() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import math
+
     import uvicorn
 
     from registry.log import configure
     from registry.services.tokens import ensure_bootstrap_token
+    from registry.serving import exit_cleanly_on_sigterm
 
     settings = _settings()
     if settings.is_sqlite and args.workers > 1:
@@ -142,11 +145,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _shared_metrics_folder()
     print(f"Serving the model registry on http://{args.host}:{args.port} "
           f"({'SQLite' if settings.is_sqlite else 'PostgreSQL'}, {args.workers} worker(s))", flush=True)
+
+    exit_cleanly_on_sigterm(args.workers)
     uvicorn.run("registry.serving:app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, access_log=False,
                 log_config=None, log_level=None,  # uvicorn's loggers go through registry.log
                 loop="uvloop" if sys.platform != "win32" else "auto", http="httptools",
-                lifespan="on", timeout_graceful_shutdown=10,
+                lifespan="on", timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
                 # Outlast clients' and load balancers' idle timeouts (httpx: 5 s, ALB: 60 s), so
                 # the client closes an idle connection first and never reuses one being closed.
                 timeout_keep_alive=75)
@@ -194,7 +199,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         await stop.wait()
         if metrics_server is not None:
             metrics_server.close()
-        await workers.stop()
+        await workers.stop(settings.shutdown_grace)
         return 0
 
     return asyncio.run(_with_container(settings, run))

@@ -89,6 +89,9 @@ class Settings:
     lineage_api_key: str | None = None
     retention_days: float = 30.0
     poll_interval: float = 1.0
+    # On SIGTERM: requests in flight get this long to finish, then deliveries in flight get
+    # as long again before their leases are released (REGISTRY_SHUTDOWN_GRACE).
+    shutdown_grace: float = 10.0
     # Rules for models without a policy of their own, per stage (REGISTRY_DEFAULT_POLICIES).
     default_policies: Mapping[Stage, Policy] = field(default_factory=dict)
     idempotency_ttl: float = 86400.0  # stored answers live at least this long (>= 24 h)
@@ -147,6 +150,7 @@ class Settings:
             lineage_api_key=env.get("REGISTRY_LINEAGE_API_KEY") or None,
             retention_days=_number(env, "REGISTRY_RETENTION_DAYS", 30.0, low=0.0),
             poll_interval=_number(env, "REGISTRY_WORKER_POLL_INTERVAL", 1.0, low=0.01),
+            shutdown_grace=_number(env, "REGISTRY_SHUTDOWN_GRACE", 10.0, low=0.0),
             default_policies=_policies(env.get("REGISTRY_DEFAULT_POLICIES")),
             idempotency_ttl=_number(env, "REGISTRY_IDEMPOTENCY_TTL", 86400.0, low=86400.0),
             ui_session_ttl=_number(env, "REGISTRY_UI_SESSION_TTL", 28800.0, low=60.0),

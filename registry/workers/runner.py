@@ -5,6 +5,11 @@ They wake when a commit in this process wrote events, on PostgreSQL also when an
 (LISTEN/NOTIFY), and otherwise poll. The dispatcher keeps up to ``concurrency`` deliveries in
 flight, so one slow receiver never holds up the others; when one finishes it claims again at once,
 which is what lets a model's next ordered event follow immediately.
+
+Stopping (SIGTERM): no new claims; deliveries in flight get a grace period to finish and be
+recorded; those still sending after it are cancelled and their leases released (the attempt not
+counted), so another worker, or this one's successor, sends them at once rather than after the
+lease (REGISTRY_WEBHOOK_LEASE) has run out.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ log = structlog.get_logger("registry.workers")
 PRUNE_EVERY = 3600.0
 LISTEN_CHECK = 15.0
 RELAY_COALESCE = 0.005
+RELEASE_TIMEOUT = 10.0  # giving leases back must not hold a stop up longer than this
 
 
 class Workers:
@@ -42,7 +48,8 @@ class Workers:
         self._relay_wake = asyncio.Event()
         self._dispatch_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._inflight: dict[asyncio.Task[None], Job] = {}  # deliveries being sent
         self._stopping = False
         self._lock: WorkerLock | None = None
 
@@ -55,31 +62,57 @@ class Workers:
         if self.settings.is_sqlite:
             self._lock = self.c.worker_lock()
         self.c.uow.on_events = self.wake
-        self._tasks = [asyncio.create_task(self._loop("relay", self._relay)),
-                       asyncio.create_task(self._loop("dispatch", self._dispatch)),
+        self._dispatcher = asyncio.create_task(self._loop("dispatch", self._dispatch))
+        self._tasks = [asyncio.create_task(self._loop("relay", self._relay)), self._dispatcher,
                        asyncio.create_task(self._loop("prune", self._prune))]
         if not self.settings.is_sqlite:
             self._tasks.append(asyncio.create_task(self._loop("listen", self._listen)))
         log.info("workers_started", worker=self.name, sinks=list(self.c.outbox.sinks))
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop claiming; give deliveries in flight ``grace`` seconds to finish (the rest keep
-        their lease and are sent again once it expires)."""
+        """Stop claiming; give deliveries in flight ``grace`` seconds to finish, then cancel the
+        rest and release their leases so they are sent again at once (by any worker)."""
         self._stopping = True
         if self.c.uow.on_events == self.wake:
             self.c.uow.on_events = None
+        deadline = time.monotonic() + grace
         for task in self._tasks:
-            task.cancel()
+            if task is not self._dispatcher:
+                task.cancel()
+        # A claim under way completes (its jobs join those in flight) rather than being cut
+        # between its commit and its answer, which would strand the leases it took.
+        self._dispatch_wake.set()
+        if self._dispatcher is not None:
+            await asyncio.wait([self._dispatcher], timeout=grace)
+            self._dispatcher.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        abandoned: list[Job] = []
         if self._inflight:
-            _, pending = await asyncio.wait(self._inflight, timeout=grace)
+            _, pending = await asyncio.wait(list(self._inflight),
+                                            timeout=max(0.0, deadline - time.monotonic()))
+            abandoned = [self._inflight[task] for task in pending]
             for task in pending:
                 task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._release(abandoned)
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-        log.info("workers_stopped", worker=self.name)
+        log.info("workers_stopped", worker=self.name, abandoned=len(abandoned))
+
+    async def _release(self, jobs: list[Job]) -> None:
+        """Give back the leases of cancelled deliveries; if the database cannot be reached,
+        they are sent again once their lease runs out, as after a crash."""
+        if not jobs:
+            return
+        try:
+            released = await asyncio.wait_for(self.c.outbox.release(jobs), RELEASE_TIMEOUT)
+        except Exception as exc:
+            log.warning("leases_not_released", worker=self.name, deliveries=len(jobs),
+                        error=f"{type(exc).__name__}: {exc}")
+            return
+        log.info("leases_released", worker=self.name, deliveries=released,
+                 ids=[job.delivery_id for job in jobs])
 
     async def run_forever(self) -> None:
         await self.start()
@@ -99,6 +132,8 @@ class Workers:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a worker must outlive a database restart
+                if self._stopping:
+                    return
                 if time.monotonic() - started > 60:
                     pause = 0.5  # it had been running fine: start the backoff again
                 log.warning("worker_error", loop=name, error=f"{type(exc).__name__}: {exc}",
@@ -132,14 +167,14 @@ class Workers:
             jobs = await self.c.outbox.claim(free, hooks.lease, hooks.order_hold) if free > 0 else []
             for job in jobs:
                 task = asyncio.create_task(self._deliver(job))
-                self._inflight.add(task)
+                self._inflight[task] = job
                 task.add_done_callback(self._done)
             if jobs and len(jobs) == free:
                 continue
             await self._wait(self._dispatch_wake, self.settings.poll_interval)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
+        self._inflight.pop(task, None)
         self._dispatch_wake.set()
 
     async def _prune(self) -> None:

@@ -262,6 +262,24 @@ class OutboxStore:
                                                      disable_after) or disable
         return Finished(state, bool(result.rowcount), disable)
 
+    async def release(self, jobs: Sequence[Job]) -> int:
+        """Give back the leases of deliveries a stopping worker abandoned mid-send, so another
+        worker sends them at once instead of after the lease runs out. The attempt is not
+        counted (attempts and the retry schedule step back, no attempt row): the receiver did not
+        fail it, we hung up. Only where our lease still holds: a delivery whose attempt was
+        recorded, or that another worker leased since, is left alone. Returns how many."""
+        d = deliveries_t
+        released = 0
+        async with self._transaction() as conn:
+            for job in jobs:
+                result = await conn.execute(
+                    update(d).where(d.c.id == job.delivery_id, d.c.lease_token == job.lease_token,
+                                    d.c.state == "pending")
+                    .values(lease_until=None, lease_token=None, attempts=d.c.attempts - 1,
+                            round_attempts=d.c.round_attempts - 1))
+                released += result.rowcount
+        return released
+
     async def _track_failures(self, conn: AsyncConnection, sub_id: int, ok: bool, now: datetime,
                               disable_after: float | None) -> str | None:
         s = subscriptions_t
