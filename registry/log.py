@@ -1,9 +1,10 @@
 """structlog, configured once: JSON lines in production, console on a TTY, for every logger.
 
-The standard library's loggers (uvicorn's, SQLAlchemy's, alembic's, ``warnings``) and structlog's
-own all end in one handler on the root logger whose ``ProcessorFormatter`` renders them alike: one
-JSON object a line with ``timestamp``, ``level``, ``logger`` and ``event``, tracebacks as
-structured ``exception`` lists (without local variables, which may hold secrets).
+The standard library's loggers (uvicorn's, SQLAlchemy's, alembic's, ``warnings``) end in one
+handler on the root logger whose ``ProcessorFormatter`` renders them as structlog renders its own
+lines, which it writes to the same stream directly (``NamedWriter``: the hot path, one access line
+per request): one JSON object a line with ``timestamp``, ``level``, ``logger`` and ``event``,
+tracebacks as structured ``exception`` lists (without local variables, which may hold secrets).
 
 Request-scoped values (``request_id``, ``trace_id``, ``span_id``, ``actor``, ``model``,
 ``version``) are bound in contextvars by the API edge, so every line of a request carries them,
@@ -74,18 +75,44 @@ def _shared_processors() -> list[Any]:
     ]
 
 
-def formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
-    """The formatter of the one handler: renders structlog's events and foreign log records."""
+def _renderers(log_format: str) -> list[Any]:
+    """The last processors of every line: tracebacks as dicts, then JSON (or the console's)."""
     if log_format == "console":
-        final: list[Any] = [structlog.dev.ConsoleRenderer()]
-    else:
-        tracebacks = structlog.processors.ExceptionRenderer(
-            structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
-        final = [tracebacks, structlog.processors.JSONRenderer()]
+        return [structlog.dev.ConsoleRenderer()]
+    tracebacks = structlog.processors.ExceptionRenderer(
+        structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+    return [tracebacks, structlog.processors.JSONRenderer()]
+
+
+def formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
+    """The formatter of the one handler: renders the standard library's log records."""
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*_shared_processors(), structlog.stdlib.ExtraAdder(), _drop_not_extra],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *_renderers(log_format)],
     )
+
+
+class NamedWriter(structlog.WriteLogger):
+    """Where structlog's own lines go: rendered by structlog and written straight to the stream.
+    Through the standard library's record, handler and formatter, the access line of every
+    request cost three times as much (about 40 us instead of 12). The line keeps its logger's
+    name, and the standard library logger of that name still decides its level."""
+
+    def __init__(self, name: str, file: Any) -> None:
+        super().__init__(file)
+        self.name = name
+        self.std = logging.getLogger(name)
+
+
+_METHOD_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+                  "warn": logging.WARNING, "error": logging.ERROR, "exception": logging.ERROR,
+                  "critical": logging.CRITICAL, "fatal": logging.CRITICAL}
+
+
+def _by_logger_level(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    if not logger.std.isEnabledFor(_METHOD_LEVELS.get(method_name, logging.INFO)):
+        raise structlog.DropEvent
+    return event_dict
 
 
 def configure(log_format: str, level: int = logging.INFO) -> None:
@@ -107,12 +134,13 @@ def configure(log_format: str, level: int = logging.INFO) -> None:
     for name, number in {**LIBRARY_LEVELS, "registry": registry_level, **per_logger}.items():
         logging.getLogger(name).setLevel(number)
     logging.captureWarnings(True)
+    stream = sys.stderr
     structlog.configure(
-        processors=[*_shared_processors(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[_by_logger_level, *_shared_processors(), *_renderers(log_format)],
         # the stdlib loggers' levels decide; this only skips the work below the lowest of ours
         wrapper_class=structlog.make_filtering_bound_logger(min(
             [registry_level, *(n for name, n in per_logger.items() if name.startswith("registry"))])),
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=lambda *args: NamedWriter(args[0] if args else "registry", stream),
         cache_logger_on_first_use=True,
     )
     _configured = key

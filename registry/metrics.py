@@ -3,9 +3,10 @@
 Counters and histograms are counted where things happen: requests at the ASGI edge
 (``registry.api.middleware``), committed stage changes and approval decisions in the unit of work
 (after the commit, so a rolled-back move never counts), gate refusals where the unit of work sees
-the refusal leave the use case, deliveries where the worker records an attempt, and the database
-pool from the engine's own checkout and checkin events. The outbox backlog is read from the
-database at scrape time, so every process, and every replica, reports the same truth.
+the refusal leave the use case, deliveries where the worker records an attempt; the database
+pools' connections in use and waiters are published once a second and at each scrape. The
+outbox backlog is read from the database at scrape time, so every process, and every replica,
+reports the same truth.
 
 With ``serve --workers N`` each server process writes its values to files in
 ``PROMETHEUS_MULTIPROC_DIR`` (set by ``serve`` before the processes start) and a scrape, whichever
@@ -15,8 +16,10 @@ imported, which is why nothing here may be imported by the parent before it is s
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -62,12 +65,43 @@ DELIVERIES = Counter("registry_deliveries",
 DELIVERY_SECONDS = Histogram("registry_delivery_duration_seconds",
                              "One delivery attempt, connect to last byte", ["sink"],
                              buckets=LATENCY_BUCKETS)
-POOL_IN_USE = Gauge("registry_db_pool_connections_in_use", "Database connections checked out of the pool",
+POOL_IN_USE = Gauge("registry_db_pool_connections_in_use", "Database connections checked out of the pools",
                     multiprocess_mode="livesum")
 POOL_WAITING = Gauge("registry_db_pool_waiting", "Units of work waiting for a database connection",
                      multiprocess_mode="livesum")
 POOL_SIZE = Gauge("registry_db_pool_size", "Database connections the pools may hold (PostgreSQL)",
                   multiprocess_mode="livesum")
+
+class PoolWatch:
+    """The pools of this process and the units of work waiting on them, counted in plain Python
+    (two integer updates per unit of work) and written to the gauges by ``publish`` once a second
+    and at each scrape: a gauge write under ``--workers N`` is a locked write to a shared file,
+    which on every checkout cost more than the checkout itself."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self._pools: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def watch(self, pool: Any) -> None:
+        if hasattr(pool, "checkedout"):  # NullPool keeps nothing
+            self._pools.add(pool)
+
+    def publish(self) -> None:
+        POOL_IN_USE.set(sum(pool.checkedout() for pool in list(self._pools)))
+        POOL_WAITING.set(self.waiting)
+
+
+POOL = PoolWatch()
+watch_pool = POOL.watch
+PUBLISH_EVERY = 1.0
+
+
+async def publish_forever() -> None:
+    """Under ``--workers N`` another process may answer the scrape: keep this one's gauges fresh."""
+    while True:
+        POOL.publish()
+        await asyncio.sleep(PUBLISH_EVERY)
+
 
 _DECISIONS = {"transition_request.approved": "approved", "transition_request.rejected": "rejected",
               "transition_request.cancelled": "cancelled"}
@@ -143,6 +177,7 @@ class _Families:
 def render(backlog: dict[str, Any] | None) -> bytes:
     """The exposition text: this process's (or, under ``--workers N``, every server process's)
     counters, then the backlog read for this scrape."""
+    POOL.publish()
     if os.environ.get(MULTIPROC_ENV):
         counted = CollectorRegistry()
         multiprocess.MultiProcessCollector(counted)

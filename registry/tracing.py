@@ -82,6 +82,20 @@ def current() -> TraceContext | None:
     return _current.get()
 
 
+def enter(ctx: TraceContext) -> Any:
+    """Make ``ctx`` the current span (for ``leave``); ``span`` does this and more."""
+    return _current.set(ctx)
+
+
+def leave(token: Any) -> None:
+    _current.reset(token)
+
+
+def exporting() -> bool:
+    """Whether spans are exported (OpenTelemetry configured): else only the ids travel."""
+    return _tracer is not None
+
+
 def current_traceparent() -> str | None:
     """What the unit of work stores with the events it writes (None outside any span)."""
     ctx = _current.get()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -95,7 +96,14 @@ def create_app(container: Container, *, on_startup: Sequence[Hook] = (),
         before_request=reject_loose_query,
     )
 
+    publishing: list[asyncio.Task[None]] = []
+
+    async def publish() -> None:
+        publishing.append(asyncio.create_task(metrics.publish_forever()))
+
     async def close() -> None:
+        for task in publishing:
+            task.cancel()
         await container.close()
         metrics.process_exited()
 
@@ -104,7 +112,7 @@ def create_app(container: Container, *, on_startup: Sequence[Hook] = (),
         template_config=ui.template_config(),
         exception_handlers={**EXCEPTION_HANDLERS, HTTPException: _http_error_handler},
         openapi_config=openapi_config(),
-        on_startup=list(on_startup),
+        on_startup=[publish, *on_startup],
         on_shutdown=[*on_shutdown, close],
         logging_config=None,
         debug=False,

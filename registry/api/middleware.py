@@ -48,9 +48,20 @@ class RequestIdMiddleware:
         request_id = request_id or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
+        parent = tracing.parse_traceparent(traceparent)
+        if not tracing.exporting():  # the ids only: one context variable, one binding
+            ctx = parent.child() if parent is not None else tracing.new_trace()
+            token = tracing.enter(ctx)
+            structlog.contextvars.bind_contextvars(request_id=request_id, trace_id=ctx.trace_id,
+                                                   span_id=ctx.span_id)
+            try:
+                await self._serve(scope, receive, send, request_id)
+            finally:
+                tracing.leave(token)
+            return
         structlog.contextvars.bind_contextvars(request_id=request_id)
         method, path = scope["method"], scope["path"]
-        with tracing.span(method, tracing.parse_traceparent(traceparent), kind="server",
+        with tracing.span(method, parent, kind="server",
                           attributes={"http.request.method": method, "url.path": path,
                                       "registry.request_id": request_id}) as span:
             status = await self._serve(scope, receive, send, request_id)

@@ -65,26 +65,8 @@ def create_engine(url: str, *, pool_size: int = 20, null_pool: bool = False,
         _refuse_open_transactions(engine)
         if not null_pool:
             metrics.POOL_SIZE.set(pool_size)
-    _count_checkouts(engine)
+    metrics.watch_pool(engine.sync_engine.pool)
     return engine
-
-
-def _count_checkouts(engine: AsyncEngine) -> None:
-    """Keep the pool gauge at what the pool itself says is out, on every checkout and checkin
-    (a count of events would drift with every invalidated connection). SQLAlchemy fires
-    ``checkin`` before the connection is back in the pool, hence the one less."""
-    checked_out = getattr(engine.sync_engine.pool, "checkedout", None)
-    if checked_out is None:  # NullPool: nothing is kept
-        return
-
-    def _out(*_: Any) -> None:
-        metrics.POOL_IN_USE.set(checked_out())
-
-    def _back(*_: Any) -> None:
-        metrics.POOL_IN_USE.set(max(0, checked_out() - 1))
-
-    event.listen(engine.sync_engine, "checkout", _out)
-    event.listen(engine.sync_engine, "checkin", _back)
 
 
 def _refuse_open_transactions(engine: AsyncEngine) -> None:

@@ -32,11 +32,11 @@ class Transaction:
     async def open(cls, engine: AsyncEngine, *, write: bool) -> Transaction:
         """A connection from ``engine`` (PostgreSQL: an autocommit view), in a transaction if
         ``write``. Reads run in autocommit: one round trip a statement."""
-        metrics.POOL_WAITING.inc()
+        metrics.POOL.waiting += 1
         try:
             conn = await engine.connect()
         finally:
-            metrics.POOL_WAITING.dec()
+            metrics.POOL.waiting -= 1
         try:
             if conn.dialect.name == "sqlite":
                 tx = cls(conn, None)
