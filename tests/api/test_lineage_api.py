@@ -5,6 +5,7 @@ registration and per stage change of the version, each a valid 2-0-2 event), on 
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -88,6 +89,8 @@ def test_a_registration_has_its_inputs_run_and_one_valid_event(c: httpx.Client) 
     assert (parent["run"]["runId"], bare(parent["job"])) == (run_uuid, {"namespace": NAMESPACE,
                                                                         "name": f"{name}.training"})
     facet = bare(event["run"]["facets"]["modelRegistry"])
+    # the W3C trace context of the request that registered it (tests/e2e/test_trace_context.py)
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]", facet.pop("traceparent"))
     assert facet == {"action": "register", "model": name, "version": 1, "toStage": "none",
                      "actor": "admin", "requestId": created["request_id"],
                      "sequence": created["sequence"], "eventId": created["id"]}
