@@ -15,7 +15,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from registry import artifact_cli, backup, cli, mlflow_import, pipeline
 from registry.config import ConfigError, Settings
@@ -31,19 +31,30 @@ def _settings() -> Settings:
         sys.exit(f"configuration error: {exc}")
 
 
+def _fail(message: str) -> NoReturn:
+    """End a command that cannot go on, saying why (as a JSON log line once logs are JSON)."""
+    from registry.log import fatal
+
+    fatal(message)
+    sys.exit(1)
+
+
 def _ensure_schema(settings: Settings) -> None:
     from registry.bootstrap import SchemaNotCurrentError, ensure_schema
 
     try:
         ensure_schema(settings)
     except SchemaNotCurrentError as exc:
-        sys.exit(f"error: {exc}")
+        _fail(str(exc))
 
 
-def _when_database_answers(step: Callable[[], T], what: str) -> T:
+def _when_database_answers(settings: Settings, step: Callable[[], T], what: str) -> T:
     """Run a start-up step that needs the database, waiting while the database cannot serve it
     (down, starting, every connection slot taken): a process started beside its database, or
-    while others hold all of ``max_connections``, waits and says so instead of exiting."""
+    while others hold all of ``max_connections``, waits and says so instead of exiting.
+
+    The embedded database has no server to wait for: only another process's write lock passes;
+    a file that cannot be opened (a folder, a folder not writable) ends the command at once."""
     import time
 
     import structlog
@@ -58,6 +69,10 @@ def _when_database_answers(step: Callable[[], T], what: str) -> T:
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
+            if settings.is_sqlite and "locked" not in str(exc):
+                _fail(f"cannot open the SQLite database {settings.sqlite_path}: "
+                      f"{getattr(exc, 'orig', exc)} (is it a folder, or in a folder this user "
+                      f"cannot write? set REGISTRY_DATABASE_URL or REGISTRY_DATA_DIR)")
             log.warning("database_unavailable_at_start", step=what,
                         error=f"{type(exc).__name__}: {exc}"[:300], retry_in=pause)
             time.sleep(pause)
@@ -118,25 +133,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from registry.log import configure
+    from registry.log import configure, fatal
     from registry.services.tokens import ensure_bootstrap_token
     from registry.serving import exit_cleanly_on_sigterm
 
     settings = _settings()
-    if settings.is_sqlite and args.workers > 1:
-        print("refusing --workers > 1 on SQLite: the embedded database has one writer; "
-              "use PostgreSQL (REGISTRY_DATABASE_URL) to scale out", file=sys.stderr)
-        return 2
     configure(settings.log_format)
+    if settings.is_sqlite and args.workers > 1:
+        fatal("refusing --workers > 1 on SQLite: the embedded database has one writer; "
+              "use PostgreSQL (REGISTRY_DATABASE_URL) to scale out")
+        return 2
     # before the server starts, outside its event loop
-    _when_database_answers(lambda: _ensure_schema(settings), "schema check")
+    _when_database_answers(settings, lambda: _ensure_schema(settings), "schema check")
     _local_artifacts(settings)
 
     async def prepare(c):  # type: ignore[no-untyped-def]
         c.cipher.box()  # the webhook-secret key exists before any server process needs it
         return await ensure_bootstrap_token(c.uow, settings.bootstrap_token)
 
-    token = _when_database_answers(lambda: asyncio.run(_with_container(settings, prepare)),
+    token = _when_database_answers(settings, lambda: asyncio.run(_with_container(settings, prepare)),
                                    "bootstrap token")
     if token is not None:
         shown = "(from REGISTRY_BOOTSTRAP_TOKEN)" if settings.bootstrap_token else token
@@ -163,12 +178,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import signal
 
     from registry.bootstrap import WorkersAlreadyRunning
-    from registry.log import configure
+    from registry.log import configure, fatal
     from registry.workers.runner import Workers
 
     settings = _settings()
     configure(settings.log_format)
-    _when_database_answers(lambda: _ensure_schema(settings), "schema check")
+    _when_database_answers(settings, lambda: _ensure_schema(settings), "schema check")
     _local_artifacts(settings)
 
     async def run(container):  # type: ignore[no-untyped-def]
@@ -181,7 +196,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         try:
             await workers.start()
         except WorkersAlreadyRunning as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            fatal(str(exc))
             return 2
         metrics_server = None
         if args.metrics_port is not None:
@@ -190,8 +205,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             try:
                 metrics_server = await serve_metrics(container, args.metrics_host, args.metrics_port)
             except OSError as exc:
-                print(f"error: cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc}",
-                      file=sys.stderr)
+                fatal(f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc}")
                 await workers.stop(0)
                 return 2
         print(f"Worker {workers.name} running ({'SQLite' if settings.is_sqlite else 'PostgreSQL'})",

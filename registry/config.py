@@ -166,6 +166,13 @@ class Settings:
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+    @property
+    def sqlite_path(self) -> str | None:
+        """The embedded database's file (``:memory:`` for none); None on PostgreSQL."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.database_url).database if self.is_sqlite else None
+
     def ensure_data_dir(self) -> None:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # secrets and the database
 

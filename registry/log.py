@@ -5,6 +5,8 @@ handler on the root logger whose ``ProcessorFormatter`` renders them as structlo
 lines, which it writes to the same stream directly (``NamedWriter``: the hot path, one access line
 per request): one JSON object a line with ``timestamp``, ``level``, ``logger`` and ``event``,
 tracebacks as structured ``exception`` lists (without local variables, which may hold secrets).
+An exception nobody catches, in any thread, is such a line too (``uncaught_exception``), and so
+is a command's last word when it cannot go on (``fatal``: ``cannot_continue``).
 
 Request-scoped values (``request_id``, ``trace_id``, ``span_id``, ``actor``, ``model``,
 ``version``) are bound in contextvars by the API edge, so every line of a request carries them,
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 import structlog
@@ -115,6 +118,38 @@ def _by_logger_level(logger: Any, method_name: str, event_dict: dict[str, Any]) 
     return event_dict
 
 
+def _route_uncaught(log_format: str) -> None:
+    """In JSON, an exception nobody caught (in the main thread or another) is a log line too,
+    its traceback structured, instead of the interpreter's plain text between the JSON lines."""
+    if log_format != "json":
+        sys.excepthook, threading.excepthook = sys.__excepthook__, threading.__excepthook__
+        return
+    log = structlog.get_logger("registry")
+
+    def uncaught(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, value, tb)
+            return
+        log.critical("uncaught_exception", exc_info=(kind, value, tb))
+
+    def uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        log.error("uncaught_exception_in_thread", thread=getattr(args.thread, "name", None),
+                  exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+    sys.excepthook, threading.excepthook = uncaught, uncaught_in_thread
+
+
+def fatal(message: str, logger: str = "registry.start") -> None:
+    """Say why a command cannot go on: an ``error`` line of the log once logging is JSON (one
+    more line for the log shipper), else ``error: ...`` on stderr for the person at the shell."""
+    if _configured is not None and _configured[0] == "json":
+        structlog.get_logger(logger).error("cannot_continue", detail=message)
+    else:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+
+
 def configure(log_format: str, level: int = logging.INFO) -> None:
     """Set up logging (and trace export, see registry.tracing) for this process. Called by each
     command and by each uvicorn worker process; a second call with the same settings does
@@ -144,6 +179,7 @@ def configure(log_format: str, level: int = logging.INFO) -> None:
         cache_logger_on_first_use=True,
     )
     _configured = key
+    _route_uncaught(log_format)
     if bad:
         structlog.get_logger("registry.start").warning(
             "log_level_ignored", variable=LEVEL_VARIABLE, parts=bad,

@@ -56,12 +56,10 @@ def _table(rows: dict[str, int]) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     import asyncio
 
-    from sqlalchemy.engine import make_url
-
     from registry.backup.export import ExportError, export_archive
 
     settings = _settings()
-    database = make_url(settings.database_url).database
+    database = settings.sqlite_path
     if settings.is_sqlite and not (database and Path(database).is_file()):
         print(f"error: there is no database at {database} (REGISTRY_DATA_DIR, "
               "REGISTRY_DATABASE_URL)", file=sys.stderr)

@@ -111,3 +111,24 @@ def test_a_failed_start_still_logs_json(tmp_path: Path) -> None:
     errors = [e for e in entries if e["logger"] == "uvicorn.error" and e["level"] == "error"]
     assert errors and "address already in use" in errors[0]["event"].lower(), proc.lines()
     assert _migrations(entries), proc.lines()
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]])
+def test_an_embedded_database_that_cannot_be_opened_ends_the_start_at_once(
+        command: list[str], tmp_path: Path) -> None:
+    """A SQLite URL naming a folder: nothing to wait for (there is no server to come up), so the
+    command ends with status 1 and one JSON error line that names the file, instead of retrying."""
+    folder = tmp_path / "not-a-file.db"
+    folder.mkdir()
+    proc = start(command, environment(f"sqlite+aiosqlite:///{folder}", tmp_path), tmp_path, command[0])
+    try:
+        assert proc.process.wait(timeout=60) == 1
+    except subprocess.TimeoutExpired:
+        proc.process.kill()
+        raise AssertionError("still waiting for a database it can never open:\n" + "\n".join(proc.lines())) from None
+    entries = proc.entries()  # every line JSON: no plain traceback, from a thread or otherwise
+    assert not any(e["event"] == "database_unavailable_at_start" for e in entries)
+    [error] = [e for e in entries if e["level"] in ("error", "critical")]
+    assert error["event"] == "cannot_continue" and error["logger"] == "registry.start"
+    assert f"cannot open the SQLite database {folder}" in error["detail"]
+    assert proc.stdout.read_text() == ""

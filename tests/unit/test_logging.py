@@ -8,7 +8,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -98,6 +100,8 @@ def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], io.Stri
                     for name in ["", "registry", "tests.library", *registry_log.LIBRARY_LEVELS]}
     saved_handlers = list(root.handlers)
     monkeypatch.setattr(tracing, "_configured", False)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # put back after configure's hooks
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
     try:
         yield configure
     finally:
@@ -114,6 +118,55 @@ def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], io.Stri
 
 def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+UNCAUGHT = """
+import sys, threading
+from registry.log import configure
+configure(sys.argv[1])
+worker = threading.Thread(target=lambda: {}["missing"], name="loader")
+worker.start()
+worker.join()
+raise ValueError("boom")
+"""
+
+
+def _uncaught(log_format: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", UNCAUGHT, log_format], capture_output=True,
+                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+
+
+def test_in_json_an_uncaught_exception_is_a_log_line_with_its_traceback_in_fields() -> None:
+    """In the main thread and in another: no plain traceback between the JSON lines."""
+    done = _uncaught("json")
+    assert done.returncode == 1, done.stderr
+    thread, main = [json.loads(line) for line in done.stderr.splitlines()]  # each line is JSON
+    assert thread["event"] == "uncaught_exception_in_thread" and thread["thread"] == "loader"
+    assert thread["level"] == "error" and thread["exception"][0]["exc_type"] == "KeyError"
+    assert main["event"] == "uncaught_exception" and main["level"] == "critical"
+    [exc] = main["exception"]
+    assert (exc["exc_type"], exc["exc_value"]) == ("ValueError", "boom")
+    assert exc["frames"][-1]["name"] == "<module>" and all("locals" not in f for f in exc["frames"])
+
+
+def test_on_a_console_the_interpreter_prints_tracebacks_as_usual() -> None:
+    done = _uncaught("console")
+    assert done.returncode == 1
+    assert "Exception in thread loader" in done.stderr
+    assert done.stderr.rstrip().endswith("ValueError: boom") and "Traceback" in done.stderr
+
+
+def test_fatal_is_an_error_line_in_json_and_plain_words_on_a_console(
+        configured: Callable[[], io.StringIO], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_log, "_configured", None)
+    registry_log.fatal("before configure")  # nothing configured yet: for a person
+    assert capsys.readouterr().err == "error: before configure\n"
+    stream = configured()
+    registry_log.fatal("the schema is old")
+    [line] = _lines(stream)
+    assert (line["level"], line["logger"], line["event"]) == ("error", "registry.start", "cannot_continue")
+    assert line["detail"] == "the schema is old"
 
 
 def test_structlog_the_standard_library_and_warnings_all_come_out_as_json(
