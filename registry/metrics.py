@@ -21,6 +21,7 @@ import hmac
 import os
 import weakref
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -178,7 +179,8 @@ def render(backlog: dict[str, Any] | None) -> bytes:
     """The exposition text: this process's (or, under ``--workers N``, every server process's)
     counters, then the backlog read for this scrape."""
     POOL.publish()
-    if os.environ.get(MULTIPROC_ENV):
+    if folder := os.environ.get(MULTIPROC_ENV):
+        forget_dead_processes(folder)
         counted = CollectorRegistry()
         multiprocess.MultiProcessCollector(counted)
     else:
@@ -186,6 +188,31 @@ def render(backlog: dict[str, Any] | None) -> bytes:
     scrape = CollectorRegistry()
     scrape.register(_Families(backlog_families(backlog)))  # type: ignore[arg-type]
     return generate_latest(counted) + generate_latest(scrape)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: alive
+        pass
+    return True
+
+
+def forget_dead_processes(folder: str) -> list[int]:
+    """Drop the live gauges (pool in use, waiting, size) of server processes that are gone. A
+    process killed, or hung and killed by uvicorn's supervisor (which starts another in its
+    place), never says it exited, and its last values would stay in the sums for good. Its
+    counters stay: what it counted happened. Returns the processes forgotten."""
+    gone = set()
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        pid = path.stem.rpartition("_")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            gone.add(int(pid))
+    for pid in gone:
+        multiprocess.mark_process_dead(pid, folder)
+    return sorted(gone)
 
 
 def authorized(expected: str | None, authorization: str | None) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -18,12 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.mmap_dict import MmapedDict
 
 from tests.api.helpers import Who, api_client, create_model, move, register
 from tests.api.test_gates_api import asked, decided, set_policy, transition
 from tests.conftest import BACKENDS
 from tests.e2e.receivers import Endpoint, Receiver, Reply, poll
-from tests.support import REPO, Server, free_port, server_for
+from tests.support import REPO, Server, free_port, server_for, wait_ready
 
 METRICS_TOKEN = "metrics-" + "s3cret" * 4
 POOL_SIZE = 3
@@ -176,6 +178,51 @@ def test_every_process_counts_into_one_scrape(server: Server) -> None:
     key = {"method": "GET", "route": "/healthz", "status": "200"}
     counted = total(after, "registry_http_requests_total", **key) - total(before, "registry_http_requests_total", **key)
     assert counted == 40
+
+
+def _server_processes(supervisor: int) -> set[int]:
+    """The children of ``serve --workers N`` that serve (not multiprocessing's helpers)."""
+    found = set()
+    for child in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split():
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        if b"spawn_main" in cmdline:
+            found.add(int(child))
+    return found
+
+
+def _pool_size_counted(path: Path) -> bool:
+    """Whether one process's live-gauge file holds its pool size (prometheus_client's format)."""
+    if not path.exists():
+        return False
+    return any('"registry_db_pool_size"' in key and number == POOL_SIZE
+               for key, number, *_ in MmapedDict.read_all_values_from_file(str(path)))
+
+
+def test_a_killed_server_process_leaves_no_live_gauges_behind(tmp_path: Path) -> None:
+    """kill -9 one of two server processes: uvicorn's supervisor starts another in its place,
+    and the pool gauges add up the two processes that live, not the dead one's last values too;
+    the requests the dead one counted are still counted."""
+    with server_for("postgresql", tmp_path, workers=2, extra_env=ENV) as srv:
+        first = _server_processes(srv.process.pid)
+        assert len(first) == 2, first
+        for _ in range(20):
+            with httpx.Client() as fresh:
+                assert fresh.get(srv.url + "/healthz").status_code == 200
+        # both processes are up once both pools are counted (readiness needs only one)
+        assert poll(lambda: value(scrape(srv), "registry_db_pool_size") == 2 * POOL_SIZE, timeout=30)
+        killed = min(first)
+        os.kill(killed, signal.SIGKILL)
+        [started] = poll(lambda: _server_processes(srv.process.pid) - first, timeout=60,
+                         describe="the supervisor started no new server process")
+        # wait until the new process has counted its pool, in its own file
+        folder = dict(item.split(b"=", 1) for item in Path(f"/proc/{started}/environ").read_bytes()
+                      .split(b"\0") if b"=" in item)[b"PROMETHEUS_MULTIPROC_DIR"].decode()
+        poll(lambda: _pool_size_counted(Path(folder) / f"gauge_livesum_{started}.db"), timeout=60)
+        wait_ready(srv)
+        after = [scrape(srv) for _ in range(6)]  # on fresh connections: both processes answer
+    for samples in after:
+        assert value(samples, "registry_db_pool_size") == 2 * POOL_SIZE
+        assert total(samples, "registry_http_requests_total", route="/healthz") >= 20
 
 
 def test_routes_are_templates_never_paths(server: Server, http: httpx.Client) -> None:

@@ -1,7 +1,13 @@
 """The metrics' own rules: who may scrape, which label a delivery gets, what a committed unit of
-work counts, and how the backlog reads when the database could not be asked."""
+work counts, how the backlog reads when the database could not be asked, and which processes'
+live gauges a scrape forgets."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from registry import metrics
 from registry.domain.events import ModelCreated, RequestApproved, RequestRejected, StageChanged
@@ -67,3 +73,17 @@ def test_a_scrape_with_the_backlog_reports_each_part() -> None:
     assert "registry_outbox_oldest_undelivered_age_seconds 12.5" in text
     assert "registry_outbox_failed_deliveries 1.0" in text
     assert "registry_outbox_up 1.0" in text
+
+
+def test_the_live_gauges_of_a_process_that_is_gone_are_dropped_and_its_counters_kept(
+        tmp_path: Path) -> None:
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()  # reaped: its pid names no process now
+    dead, alive = ended.pid, os.getppid()  # pytest's parent (the shell, or CI's runner) lives on
+    files = [f"gauge_livesum_{dead}.db", f"gauge_liveall_{dead}.db", f"counter_{dead}.db",
+             f"histogram_{dead}.db", f"gauge_livesum_{alive}.db", f"gauge_livesum_{os.getpid()}.db"]
+    for name in files:
+        (tmp_path / name).write_bytes(b"")
+    assert metrics.forget_dead_processes(str(tmp_path)) == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files[2:])
+    assert metrics.forget_dead_processes(str(tmp_path)) == []
