@@ -3,6 +3,7 @@ bearer-token authentication."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -14,6 +15,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry import metrics, tracing
+from registry.api.errors import send_problem
 from registry.services.tokens import Authenticator
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -74,17 +76,31 @@ class RequestIdMiddleware:
     async def _serve(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
         started = time.perf_counter()
         status = 500
+        answered = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
                 message["headers"] = [*message.get("headers", []),
                                       (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when the shutdown grace is over, and would answer
+            # 500. The request was cut off, not wrong: 503, so the client retries elsewhere (a
+            # write cut off before its commit left nothing; an Idempotency-Key makes any retry
+            # safe). The task has done its part: it ends here rather than cancelled.
+            if answered:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            await send_problem(send_with_id, 503, "unavailable", "Service unavailable",
+                               "the server is stopping and could not finish this request in its "
+                               "shutdown grace; retry", [(b"connection", b"close")])
         finally:
             elapsed = time.perf_counter() - started
             access_log.info("request", method=scope["method"], path=scope["path"], status=status,

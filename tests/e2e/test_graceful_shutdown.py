@@ -25,26 +25,32 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from registry.adapters.db.engine import create_engine
-from registry.adapters.db.tables import attempts_t, deliveries_t, models_t
+from registry.adapters.db.tables import attempts_t, deliveries_t, models_t, versions_t
 from registry.bootstrap import build
 from registry.config import Settings
 from registry.domain.permissions import Role
 from registry.services.audit import verify_audit
 from registry.services.ports import Actor
-from tests.conftest import unique
+from tests.api.helpers import create_model
+from tests.conftest import BACKENDS, unique
 from tests.e2e.receivers import OK, Receiver, Reply, poll
 from tests.support import REPO, Server, asyncpg_dsn, postgres_url, run, server_for, stop
 
@@ -253,6 +259,94 @@ def test_sigterm_during_a_burst_loses_nothing(backend: str, workers: int, tmp_pa
         assert sum(e.get("event") == "workers_stopped" for e in lines) == workers
         if backend == "postgresql":
             poll(lambda: run(_sessions_on(srv.database_url)) == 0, 5, "sessions left on the database")
+
+
+class _ModelLocked:
+    """Another session holding the write lock a change to the model needs: PostgreSQL's row lock
+    on the model, or SQLite's database lock (the server then waits in SQLite's busy handler, in
+    aiosqlite's thread). Released by ``release``, from any thread."""
+
+    def __init__(self, database_url: str, name: str) -> None:
+        self.database_url, self.name = database_url, name
+        self.loop = asyncio.new_event_loop()
+        self.held: Any = None
+
+    def __enter__(self) -> _ModelLocked:
+        if self.database_url.startswith("sqlite"):
+            path = make_url(self.database_url).database
+            self.held = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.held.execute("BEGIN EXCLUSIVE")
+        else:
+            self.held = self.loop.run_until_complete(asyncpg.connect(asyncpg_dsn(self.database_url)))
+            self.loop.run_until_complete(self._lock())
+        return self
+
+    async def _lock(self) -> None:
+        await self.held.execute("BEGIN")
+        await self.held.execute("SELECT 1 FROM registered_models WHERE name = $1 FOR UPDATE", self.name)
+
+    def release(self) -> None:
+        if self.held is None:
+            return
+        if isinstance(self.held, sqlite3.Connection):
+            self.held.execute("ROLLBACK")
+            self.held.close()
+        else:
+            self.loop.run_until_complete(self.held.close())
+        self.held = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+        self.loop.close()
+
+
+async def _versions_of(database_url: str, name: str) -> int:
+    engine = create_engine(database_url, null_pool=True)
+    try:
+        async with engine.connect() as conn:
+            return await conn.scalar(select(func.count()).select_from(
+                versions_t.join(models_t, versions_t.c.model_id == models_t.c.id))
+                .where(models_t.c.name == name))
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_request_still_running_when_the_grace_ends_gets_503_and_changes_nothing(
+        backend: str, tmp_path: Path) -> None:
+    """A registration waits for a lock another session holds past the grace: uvicorn cancels
+    it, and the client is told 503 (retry; the server is stopping), never 500; the version it
+    asked for does not exist, even once the lock is free; the process still exits 0."""
+    with server_for(backend, tmp_path, extra_env=ENV) as srv:
+        with httpx.Client(base_url=srv.api, headers=srv.headers, timeout=10) as c:
+            name = create_model(c, "held")
+        with _ModelLocked(srv.database_url, name) as lock, ThreadPoolExecutor(1) as pool:
+            asked = pool.submit(httpx.post, f"{srv.api}/models/{name}/versions", headers=srv.headers,
+                                json={"source": "s3://bucket/model"}, timeout=60)
+            time.sleep(1.0)  # the registration is waiting for the lock
+            assert not asked.done()
+            signalled = time.monotonic()
+            srv.process.send_signal(signal.SIGTERM)
+            # SQLite's busy handler does not see cancellation: free the lock after the grace
+            threading.Timer(GRACE + 1.0, lock.release).start()
+            r = asked.result(timeout=GRACE + 20)
+            answered = time.monotonic() - signalled
+            assert srv.process.wait(timeout=2 * GRACE + 10) == 0
+        assert r.status_code == 503, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["code"] == "unavailable" and "stopping" in r.json()["detail"]
+        assert r.headers["connection"] == "close" and r.headers["retry-after"]
+        assert r.headers["x-request-id"]
+        assert answered >= GRACE - 0.5, f"cut off {answered:.1f} s after SIGTERM, before the grace"
+        if backend == "postgresql":  # the cancelled session ends once it has the lock
+            poll(lambda: run(_sessions_on(srv.database_url)) == 0, 10, "sessions left on the database")
+        assert run(_versions_of(srv.database_url, name)) == 0
+        assert run(_audit_ok(srv.database_url, srv.log.parent))
+        text = srv.log.read_text()
+        assert "Exception in ASGI application" not in text and "Traceback" not in text
+        access = [e for e in _log_lines(srv.log) if e.get("event") == "request"
+                  and e.get("path", "").endswith("/versions")]
+        assert [e["status"] for e in access] == [503]
 
 
 # -- worker ---------------------------------------------------------------------------------------
