@@ -20,7 +20,7 @@ from tests.lineage_spec import SpecViolation, validate_run_event, violations
 # Written out, not imported: changing it would cut every stored event from its training run.
 RUN_ID_NAMESPACE = uuid.UUID("6f0c5a52-8d0e-5d43-9a55-2b4c0d3e7a11")
 AT = "2025-03-04T05:06:07.123456Z"
-MODEL_FACET_URL = ("https://model-registry.dev/spec/facets/1-0-0/ModelRegistryRunFacet.json"
+MODEL_FACET_URL = ("https://model-registry.dev/spec/facets/1-1-0/ModelRegistryRunFacet.json"
                    "#/$defs/ModelRegistryRunFacet")
 
 

@@ -32,7 +32,7 @@ from registry.adapters.webhooks import Outcome
 from registry.services.lineage import run_uuid
 
 PRODUCER = f"https://github.com/model-registry/registry/tree/v{registry.__version__}"
-FACET_SCHEMA_URL = ("https://model-registry.dev/spec/facets/1-0-0/ModelRegistryRunFacet.json"
+FACET_SCHEMA_URL = ("https://model-registry.dev/spec/facets/1-1-0/ModelRegistryRunFacet.json"
                     "#/$defs/ModelRegistryRunFacet")
 LINEAGE_TYPES = ("model_version.created", "model_version.stage_changed")
 
