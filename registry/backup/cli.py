@@ -64,10 +64,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"error: there is no database at {database} (REGISTRY_DATA_DIR, "
               "REGISTRY_DATABASE_URL)", file=sys.stderr)
         return 1
+    from sqlalchemy.exc import DBAPIError
+
     try:
         s = asyncio.run(export_archive(settings.database_url, args.file, force=args.force))
     except (ExportError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except DBAPIError as exc:  # e.g. a role without the privileges export needs
+        print(f"error: the database refused the export: {exc.orig}; no archive was written",
+              file=sys.stderr)
         return 1
     print(f"exported the registry ({_backend(settings)}, schema {s.schema_revision}) to {s.path} "
           f"in {s.seconds:.1f} s: {sum(s.rows.values())} rows, {s.path.stat().st_size / 1024:.1f} KiB")
@@ -93,10 +99,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         print(f"error: there is no archive at {args.file}", file=sys.stderr)
         return 1
+    from sqlalchemy.exc import DBAPIError
+
     try:
         s = restore_archive(settings.database_url, args.file)
     except (ArchiveError, RestoreError) as exc:
         print(f"error: {exc}; nothing was restored", file=sys.stderr)
+        return 1
+    except DBAPIError as exc:  # e.g. a role that may not create the tables or write the rows
+        print(f"error: the database refused the restore: {exc.orig}; nothing was restored",
+              file=sys.stderr)
         return 1
     print(f"restored {s.path} (written {s.created_at} from {s.source_backend}, schema "
           f"{s.schema_revision}) into {_backend(settings)}"

@@ -165,10 +165,11 @@ async def _last_id(conn: AsyncConnection, table: Table) -> int | None:
         seq = (await conn.execute(text("SELECT seq FROM sqlite_sequence WHERE name = :t"),
                                   {"t": table.name})).scalar()
     else:
-        name = (await conn.execute(text("SELECT pg_get_serial_sequence(:t, :c)"),
-                                   {"t": table.name, "c": column.name})).scalar_one()
-        row = (await conn.execute(text(f"SELECT last_value, is_called FROM {name}"))).one()
-        seq = row.last_value if row.is_called else row.last_value - 1
+        # As pg_sequences reads it: USAGE on the sequence is enough (the service role that
+        # `migrate --grant-to` sets up has no SELECT on it); NULL before the first nextval.
+        seq = (await conn.execute(
+            text("SELECT pg_sequence_last_value(CAST(pg_get_serial_sequence(:t, :c) AS regclass))"),
+            {"t": table.name, "c": column.name})).scalar()
     largest = (await conn.execute(select(func.max(column)))).scalar()
     return max(seq or 0, largest or 0)
 

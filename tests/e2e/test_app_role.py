@@ -195,6 +195,23 @@ def test_serve_and_worker_run_fully_as_the_granted_role(tmp_path: Path) -> None:
         unrelayed = run(_fetch(d.owner_url, "SELECT count(*) FROM outbox_events WHERE relayed_at IS NULL"))
         assert unrelayed[0][0] == 0
 
+        # The operator's backup, as the same role: the same rows as the owner's (the id counters
+        # are read with USAGE on the sequences, all the role holds).
+        as_app = registry("export", str(tmp_path / "app.jsonl.gz"), database_url=d.app_url,
+                          data_dir=tmp_path)
+        assert as_app.returncode == 0, as_app.stderr
+        as_owner = registry("export", str(tmp_path / "owner.jsonl.gz"), database_url=d.owner_url,
+                            data_dir=tmp_path)
+        assert as_owner.returncode == 0, as_owner.stderr
+        assert _exported_rows(as_app.stdout) == _exported_rows(as_owner.stdout)
+        assert _exported_rows(as_app.stdout)["audit_log"] > 10
+
+
+def _exported_rows(stdout: str) -> dict[str, int]:
+    """The table of rows per table that ``export`` prints (two-space indented lines)."""
+    return {name: int(count) for name, count in
+            (line.split() for line in stdout.splitlines() if line.startswith("  "))}
+
 
 def test_the_granted_role_cannot_change_the_audit_log_or_unguard_it(tmp_path: Path) -> None:
     with deployment() as d:
