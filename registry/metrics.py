@@ -154,12 +154,15 @@ def backlog_families(backlog: dict[str, Any] | None) -> list[GaugeMetricFamily]:
     up.add_metric([], 0 if backlog is None else 1)
     if backlog is None:
         return [up]
-    pending = GaugeMetricFamily("registry_outbox_backlog",
-                                "Events not yet relayed, and deliveries not yet delivered", labels=["kind"])
+    pending = GaugeMetricFamily(
+        "registry_outbox_backlog", "Events not yet relayed, deliveries not yet delivered, and "
+        "deliveries held by a paused or disabled subscription", labels=["kind"])
     pending.add_metric(["events"], backlog["events"])
     pending.add_metric(["deliveries"], backlog["deliveries"])
+    pending.add_metric(["held"], backlog.get("held", 0))
     oldest = GaugeMetricFamily("registry_outbox_oldest_undelivered_age_seconds",
-                               "Age of the oldest event not yet relayed or delivered (0 when none)")
+                               "Age of the oldest event not yet relayed or delivered, held "
+                               "deliveries left out (0 when none)")
     oldest.add_metric([], backlog["oldest_age"])
     failed = GaugeMetricFamily("registry_outbox_failed_deliveries",
                                "Deliveries that exhausted their retries (recover or redeliver them)")

@@ -257,6 +257,42 @@ def test_the_backlog_shows_a_receiver_that_is_down(server: Server, http: httpx.C
             http.delete(f"/webhooks/{sub['id']}")
 
 
+def test_deliveries_held_by_a_paused_subscription_are_counted_apart_and_age_nothing(
+        server: Server, http: httpx.Client) -> None:
+    """A delivery waiting for its retry, then its subscription paused: no worker claims it, so it
+    is ``held``, out of the deliveries' backlog and out of the oldest age (an alert on the age
+    would otherwise fire for as long as someone keeps a receiver off). Resumed, it is back."""
+    receiver = Receiver()
+    try:
+        hook = receiver.endpoint("paused")
+        hook.answer(Reply(503), then=Reply(503))  # then the next attempt is 60 s away
+        subscribe(http, hook, "model.created")
+        create_model(http, "held")
+        hook.wait_for(lambda got: len(got) >= 1)
+        [sub] = http.get("/webhooks", params={"limit": 100}).json()["items"]
+        assert http.patch(f"/webhooks/{sub['id']}", json={"status": "paused"}).status_code == 200
+
+        def held(s: Samples) -> bool:
+            return (value(s, "registry_outbox_backlog", kind="held") == 1
+                    and value(s, "registry_outbox_backlog", kind="deliveries") == 0
+                    and value(s, "registry_outbox_backlog", kind="events") == 0
+                    and value(s, "registry_outbox_oldest_undelivered_age_seconds") == 0)
+
+        poll(lambda: _when(scrape(server), held), 20, lambda: str(_outbox(scrape(server))))
+        assert http.patch(f"/webhooks/{sub['id']}", json={"status": "active"}).status_code == 200
+
+        def waiting(s: Samples) -> bool:
+            return (value(s, "registry_outbox_backlog", kind="held") == 0
+                    and value(s, "registry_outbox_backlog", kind="deliveries") == 1
+                    and value(s, "registry_outbox_oldest_undelivered_age_seconds") > 0)
+
+        poll(lambda: _when(scrape(server), waiting), 20, lambda: str(_outbox(scrape(server))))
+    finally:
+        receiver.close()
+        for sub in http.get("/webhooks", params={"limit": 100}).json()["items"]:
+            http.delete(f"/webhooks/{sub['id']}")
+
+
 @pytest.mark.postgresql
 def test_a_worker_process_serves_its_own_metrics(tmp_path: Path) -> None:
     """``python -m registry worker --metrics-port`` beside a server without in-process workers:

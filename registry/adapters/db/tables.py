@@ -304,6 +304,8 @@ class DeliveryRow(SQLModel, table=True):
         Index("ix_deliveries_subscription_id", "subscription_id", "id"),
         Index("ix_deliveries_target", "target", "id"),
         Index("ix_deliveries_finished", "finished_at"),
+        Index("ix_deliveries_failed", "id", postgresql_where=text("state = 'failed'"),
+              sqlite_where=text("state = 'failed'")),  # counted at each metrics scrape
         AUTOINCREMENT,
     )
 
