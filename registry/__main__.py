@@ -203,7 +203,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             from registry.api.metrics import serve_metrics
 
             try:
-                metrics_server = await serve_metrics(container, args.metrics_host, args.metrics_port)
+                metrics_server = await serve_metrics(container, args.metrics_host, args.metrics_port,
+                                                       workers.problem)
             except OSError as exc:
                 fatal(f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc}")
                 await workers.stop(0)

@@ -1,4 +1,5 @@
-"""``GET /metrics``, on the API's port and, for a ``worker`` process, on a port of its own.
+"""``GET /metrics``, on the API's port and, for a ``worker`` process, on a port of its own (with
+the worker's liveness, ``/healthz``, beside it).
 
 ``/metrics`` is outside ``/api``, out of the OpenAPI document and outside token authentication:
 Prometheus scrapes it with ``REGISTRY_METRICS_TOKEN`` as a bearer token when that is set, and
@@ -8,6 +9,7 @@ without any when it is not (then keep the port off the public network, as is usu
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -46,9 +48,13 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(await scrape(container), media_type=metrics.MEDIA_TYPE)
 
 
-async def serve_metrics(container: Container, host: str, port: int) -> asyncio.Server:
-    """``/metrics`` alone, for a process that serves no API (``python -m registry worker``): a
-    small HTTP/1.1 server in the worker's event loop, one answer per connection."""
+async def serve_metrics(container: Container, host: str, port: int,
+                        problem: Callable[[], str | None] = lambda: None) -> asyncio.Server:
+    """``/metrics`` for a process that serves no API (``python -m registry worker``), and its
+    liveness, ``/healthz`` (no token: 200, or 503 with ``problem()``): a small HTTP/1.1 server in
+    the worker's event loop, one answer per connection. Answered from that loop, so a loop that
+    is blocked or a process that is frozen fails the probe, where a TCP connect would pass (the
+    kernel completes it)."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -56,8 +62,13 @@ async def serve_metrics(container: Container, host: str, port: int) -> asyncio.S
             request_line, *lines = head.decode("latin-1").split("\r\n")
             method, path = (request_line.split(" ") + ["", ""])[:2]
             headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
-            if method not in ("GET", "HEAD") or path.split("?")[0] != "/metrics":
-                status, body, kind = "404 Not Found", b"the metrics are at GET /metrics\n", "text/plain"
+            route = path.split("?")[0]
+            if method in ("GET", "HEAD") and route == "/healthz":
+                why = problem()
+                status, body, kind = (("200 OK", b"ok\n", "text/plain") if why is None else
+                                      ("503 Service Unavailable", f"{why}\n".encode(), "text/plain"))
+            elif method not in ("GET", "HEAD") or route != "/metrics":
+                status, body, kind = ("404 Not Found", b"GET /metrics, or /healthz\n", "text/plain")
             elif not metrics.authorized(container.settings.metrics_token, headers.get("authorization")):
                 status, body, kind = "401 Unauthorized", b"a metrics token is needed\n", "text/plain"
             else:

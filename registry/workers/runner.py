@@ -62,12 +62,21 @@ class Workers:
         if self.settings.is_sqlite:
             self._lock = self.c.worker_lock()
         self.c.uow.on_events = self.wake
-        self._dispatcher = asyncio.create_task(self._loop("dispatch", self._dispatch))
-        self._tasks = [asyncio.create_task(self._loop("relay", self._relay)), self._dispatcher,
-                       asyncio.create_task(self._loop("prune", self._prune))]
+        self._dispatcher = asyncio.create_task(self._loop("dispatch", self._dispatch), name="dispatch")
+        self._tasks = [asyncio.create_task(self._loop("relay", self._relay), name="relay"),
+                       self._dispatcher,
+                       asyncio.create_task(self._loop("prune", self._prune), name="prune")]
         if not self.settings.is_sqlite:
-            self._tasks.append(asyncio.create_task(self._loop("listen", self._listen)))
+            self._tasks.append(asyncio.create_task(self._loop("listen", self._listen), name="listen"))
         log.info("workers_started", worker=self.name, sinks=list(self.c.outbox.sinks))
+
+    def problem(self) -> str | None:
+        """Why this process no longer works (a loop that ended; each retries its own errors, so
+        that is a bug), or None: what a liveness probe asks."""
+        ended = [task.get_name() for task in self._tasks if task.done()]
+        if ended and not self._stopping:
+            return f"worker loops ended: {', '.join(ended)}"
+        return None
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop claiming; give deliveries in flight ``grace`` seconds to finish, then cancel the

@@ -130,8 +130,8 @@ def test_the_proxy_spreads_requests_over_the_api_replicas(services: dict[str, di
 
 def test_the_api_health_check_is_the_image_s(services: dict[str, dict]) -> None:
     """The API replicas rely on the image's HEALTHCHECK (/healthz on the serve port); the worker
-    checks its metrics port, and the one-shot migration has none."""
+    asks /healthz on its metrics port, and the one-shot migration has none."""
     assert "healthcheck" not in services["api"]
     assert services["migrate"]["healthcheck"] == {"disable": True}
     port = parse_cli(services["worker"]["command"]).metrics_port
-    assert f"('127.0.0.1', {port})" in " ".join(services["worker"]["healthcheck"]["test"])
+    assert f"'http://127.0.0.1:{port}/healthz'" in " ".join(services["worker"]["healthcheck"]["test"])

@@ -74,7 +74,8 @@ def test_the_worker_and_the_migration_run_their_commands(rendered: list[dict]) -
     args = parse_cli(worker["command"])
     assert args.command == "worker" and args.metrics_host == "0.0.0.0"
     assert {"name": "metrics", "containerPort": args.metrics_port, "protocol": "TCP"} in worker["ports"]
-    assert worker["livenessProbe"]["tcpSocket"]["port"] == "metrics"
+    for probe in ("livenessProbe", "startupProbe"):
+        assert worker[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, worker[probe]
     job = find(rendered, "Job", "registry-migrate")
     assert parse_cli(container(job)["command"]).command == "migrate"
     assert pod_spec(job)["restartPolicy"] in ("OnFailure", "Never")

@@ -296,7 +296,7 @@ def test_deliveries_held_by_a_paused_subscription_are_counted_apart_and_age_noth
 @pytest.mark.postgresql
 def test_a_worker_process_serves_its_own_metrics(tmp_path: Path) -> None:
     """``python -m registry worker --metrics-port`` beside a server without in-process workers:
-    the deliveries are counted in the worker's scrape."""
+    the deliveries are counted in the worker's scrape, and its liveness is answered beside them."""
     env_extra = {**ENV, "REGISTRY_RUN_WORKERS": "false"}
     with server_for("postgresql", tmp_path, extra_env=env_extra) as srv, Receiver() as receiver:
         port = free_port()
@@ -319,6 +319,22 @@ def test_a_worker_process_serves_its_own_metrics(tmp_path: Path) -> None:
             assert value(samples, "registry_outbox_up") == 1
             server_side = scrape(srv)
             assert total(server_side, "registry_deliveries_total") == 0  # the server sent nothing itself
+
+            # Liveness, as the manifests probe it: /healthz, no token, answered by the worker's
+            # loop. A frozen worker fails it, though its port still completes a TCP connect.
+            health = f"http://127.0.0.1:{port}/healthz"
+            alive = httpx.get(health)
+            assert (alive.status_code, alive.text) == (200, "ok\n")
+            assert httpx.head(health).status_code == 200
+            assert httpx.get(f"http://127.0.0.1:{port}/other").status_code == 404
+            worker.send_signal(signal.SIGSTOP)
+            try:
+                assert _listening(port)
+                with pytest.raises(httpx.TimeoutException):
+                    httpx.get(health, timeout=2)
+            finally:
+                worker.send_signal(signal.SIGCONT)
+            assert httpx.get(health, timeout=10).status_code == 200
         finally:
             worker.terminate()
             assert worker.wait(30) == 0

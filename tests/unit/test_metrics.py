@@ -87,3 +87,23 @@ def test_the_live_gauges_of_a_process_that_is_gone_are_dropped_and_its_counters_
     assert metrics.forget_dead_processes(str(tmp_path)) == [dead]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files[2:])
     assert metrics.forget_dead_processes(str(tmp_path)) == []
+
+
+async def test_a_worker_is_unwell_once_one_of_its_loops_has_ended() -> None:
+    """What the worker's /healthz answers: None while every loop runs (or while it stops)."""
+    import asyncio
+
+    from registry.workers.runner import Workers
+
+    workers = Workers.__new__(Workers)  # the loops only: no container needed to ask
+    forever = asyncio.Event()
+    running = asyncio.create_task(forever.wait(), name="relay")
+    ended = asyncio.create_task(asyncio.sleep(0), name="dispatch")
+    await ended
+    workers._tasks, workers._stopping = [running], False
+    assert workers.problem() is None
+    workers._tasks = [running, ended]
+    assert workers.problem() == "worker loops ended: dispatch"
+    workers._stopping = True
+    assert workers.problem() is None
+    running.cancel()
