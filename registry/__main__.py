@@ -28,7 +28,9 @@ def _settings() -> Settings:
     try:
         return Settings.from_env()
     except ConfigError as exc:
-        sys.exit(f"configuration error: {exc}")
+        from registry.log import invalid_configuration
+
+        invalid_configuration(str(exc))
 
 
 def _fail(message: str) -> NoReturn:
@@ -223,13 +225,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from registry.adapters.db.migrate import GrantError, grant_app_role
     from registry.bootstrap import migrate
-    from registry.log import configure
+    from registry.log import configure, fatal
 
     settings = _settings()
     configure(settings.log_format)  # alembic's lines too
     if args.grant_to is not None and settings.is_sqlite:
-        print("error: --grant-to needs PostgreSQL: SQLite has no roles (protect the embedded "
-              "database with its file's permissions)", file=sys.stderr)
+        fatal("--grant-to needs PostgreSQL: SQLite has no roles (protect the embedded "
+              "database with its file's permissions)")
         return 2
     migrate(settings)
     print("database is at the latest revision")
@@ -237,7 +239,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         try:
             granted = grant_app_role(settings.database_url, args.grant_to)
         except GrantError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            fatal(str(exc))
             return 2
         for table, privileges in granted.items():
             print(f"granted {args.grant_to}: {', '.join(privileges)} on {table}")

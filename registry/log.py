@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
@@ -148,6 +148,18 @@ def fatal(message: str, logger: str = "registry.start") -> None:
         structlog.get_logger(logger).error("cannot_continue", detail=message)
     else:
         print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def invalid_configuration(problem: str) -> NoReturn:
+    """End a command whose settings are wrong, saying so in the log's own format: that of
+    ``REGISTRY_LOG_FORMAT`` when it is a valid one (the wrong setting may be another), else the
+    default (JSON unless stderr is a terminal)."""
+    log_format = os.environ.get("REGISTRY_LOG_FORMAT")
+    if log_format not in ("json", "console"):
+        log_format = "console" if sys.stderr.isatty() else "json"
+    configure(log_format)
+    fatal(f"invalid configuration: {problem}")
+    sys.exit(1)
 
 
 def configure(log_format: str, level: int = logging.INFO) -> None:

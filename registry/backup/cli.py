@@ -32,12 +32,12 @@ def _settings() -> Any:
     import logging
 
     from registry.config import ConfigError, Settings
-    from registry.log import configure
+    from registry.log import configure, invalid_configuration
 
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        sys.exit(f"configuration error: {exc}")
+        invalid_configuration(str(exc))
     configure(settings.log_format, logging.WARNING)  # stdout is the report's
     logging.getLogger("alembic").setLevel(logging.WARNING)  # not its plugin set-up on every run
     return settings

@@ -8,8 +8,10 @@ webhook secret that the configured key cannot open (as after a wrong REGISTRY_SE
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -133,3 +135,26 @@ def test_an_embedded_database_that_cannot_be_opened_ends_the_start_at_once(
     assert error["event"] == "cannot_continue" and error["logger"] == "registry.start"
     assert f"cannot open the SQLite database {folder}" in error["detail"]
     assert proc.stdout.read_text() == ""
+
+
+@pytest.mark.parametrize(("log_format", "command"), [
+    ("json", ["serve"]), ("json", ["worker"]), ("json", ["export", "x.jsonl.gz"]),
+    ("console", ["serve"]), ("yaml", ["serve"])])
+def test_a_setting_the_service_refuses_is_said_in_the_log_s_format(
+        log_format: str, command: list[str], tmp_path: Path) -> None:
+    """The most common failed start, a bad setting, is known before the settings are: it is said
+    in REGISTRY_LOG_FORMAT's format, or the default (JSON off a terminal) when that is the one
+    that is wrong, and the command ends with status 1 having touched nothing."""
+    env = {**environment(sqlite_url(tmp_path), tmp_path), "REGISTRY_LOG_FORMAT": log_format,
+           "REGISTRY_SHUTDOWN_GRACE": "abc" if log_format != "yaml" else "10"}
+    done = subprocess.run([sys.executable, "-m", "registry", *command], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == ""
+    wrong = "REGISTRY_LOG_FORMAT" if log_format == "yaml" else "REGISTRY_SHUTDOWN_GRACE"
+    if log_format == "console":
+        assert done.stderr.startswith(f"error: invalid configuration: {wrong}"), done.stderr
+        return
+    [line] = [json.loads(text) for text in done.stderr.splitlines()]  # one line, and it is JSON
+    assert (line["level"], line["logger"], line["event"]) == ("error", "registry.start", "cannot_continue")
+    assert line["detail"].startswith(f"invalid configuration: {wrong}"), line
+    assert not (tmp_path / "registry.db").exists()
