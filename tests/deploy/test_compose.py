@@ -123,7 +123,9 @@ def test_the_proxy_spreads_requests_over_the_api_replicas(services: dict[str, di
     assert "resolver 127.0.0.11" in conf  # Docker's DNS, re-read as replicas come and go
     listen = re.search(r"^\s*listen (\d+);", conf, re.M).group(1)
     assert proxy["ports"] == [f"{listen}:{listen}"]
-    assert re.search(r"location = /metrics \{\s*return 404;", conf)
+    # every path the service answers its metrics at, /metrics/ too: a prefix match
+    assert re.search(r"location \^~ /metrics \{\s*return 404;", conf)
+    assert "location = /metrics" not in conf
     assert "client_max_body_size 0;" in conf and "proxy_request_buffering off;" in conf
     assert conf.count("{") == conf.count("}")
 
