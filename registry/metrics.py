@@ -183,6 +183,7 @@ def render(backlog: dict[str, Any] | None) -> bytes:
     counters, then the backlog read for this scrape."""
     POOL.publish()
     if folder := os.environ.get(MULTIPROC_ENV):
+        _ensure_folder(folder)
         forget_dead_processes(folder)
         counted = CollectorRegistry()
         multiprocess.MultiProcessCollector(counted)
@@ -191,6 +192,21 @@ def render(backlog: dict[str, Any] | None) -> bytes:
     scrape = CollectorRegistry()
     scrape.register(_Families(backlog_families(backlog)))  # type: ignore[arg-type]
     return generate_latest(counted) + generate_latest(scrape)
+
+
+def _ensure_folder(folder: str) -> None:
+    """The multiprocess folder is gone (a /tmp cleaner, an operator): made again, so the scrape
+    still answers (the backlog, and every series counted from now on). What the server processes
+    counted before is lost with the files until they restart: said once per loss, as an error."""
+    if os.path.isdir(folder):
+        return
+    os.makedirs(folder, exist_ok=True)
+    import structlog
+
+    structlog.get_logger("registry.metrics").error(
+        "metrics_folder_lost", folder=folder,
+        detail="the counts made before are lost until the server restarts; keep "
+               "PROMETHEUS_MULTIPROC_DIR out of reach of temporary-file cleaners")
 
 
 def _alive(pid: int) -> bool:

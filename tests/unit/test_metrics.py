@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from registry import metrics
 from registry.domain.events import ModelCreated, RequestApproved, RequestRejected, StageChanged
 
@@ -107,3 +109,14 @@ async def test_a_worker_is_unwell_once_one_of_its_loops_has_ended() -> None:
     workers._stopping = True
     assert workers.problem() is None
     running.cancel()
+
+
+def test_a_scrape_answers_when_the_multiprocess_folder_is_gone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleted under a running ``serve --workers N`` (a /tmp cleaner): the scrape makes it again
+    and answers, rather than failing every scrape from then on."""
+    gone = tmp_path / "registry-metrics-gone"
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(gone))
+    text = metrics.render({"events": 0, "deliveries": 0, "held": 0, "oldest_age": 0.0, "failed": 0}).decode()
+    assert "registry_outbox_up 1.0" in text and 'registry_outbox_backlog{kind="held"} 0.0' in text
+    assert gone.is_dir()
