@@ -15,7 +15,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 from registry import artifact_cli, backup, cli, mlflow_import, pipeline
 from registry.config import ConfigError, Settings
@@ -33,21 +33,14 @@ def _settings() -> Settings:
         invalid_configuration(str(exc))
 
 
-def _fail(message: str) -> NoReturn:
-    """End a command that cannot go on, saying why (as a JSON log line once logs are JSON)."""
-    from registry.log import fatal
-
-    fatal(message)
-    sys.exit(1)
-
-
 def _ensure_schema(settings: Settings) -> None:
     from registry.bootstrap import SchemaNotCurrentError, ensure_schema
+    from registry.log import fail
 
     try:
         ensure_schema(settings)
     except SchemaNotCurrentError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _when_database_answers(settings: Settings, step: Callable[[], T], what: str) -> T:
@@ -61,7 +54,9 @@ def _when_database_answers(settings: Settings, step: Callable[[], T], what: str)
 
     import structlog
 
+    from registry.adapters.db.unit_of_work import database_busy
     from registry.bootstrap import database_unavailable
+    from registry.log import fail
 
     log = structlog.get_logger("registry.start")
     pause = 0.5
@@ -71,10 +66,10 @@ def _when_database_answers(settings: Settings, step: Callable[[], T], what: str)
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
-            if settings.is_sqlite and "locked" not in str(exc):
-                _fail(f"cannot open the SQLite database {settings.sqlite_path}: "
-                      f"{getattr(exc, 'orig', exc)} (is it a folder, or in a folder this user "
-                      f"cannot write? set REGISTRY_DATABASE_URL or REGISTRY_DATA_DIR)")
+            if settings.is_sqlite and not database_busy(exc):
+                fail(f"cannot open the SQLite database {settings.sqlite_path}: "
+                     f"{getattr(exc, 'orig', exc)} (is it a folder, or in a folder this user "
+                     f"cannot write? set REGISTRY_DATABASE_URL or REGISTRY_DATA_DIR)")
             log.warning("database_unavailable_at_start", step=what,
                         error=f"{type(exc).__name__}: {exc}"[:300], retry_in=pause)
             time.sleep(pause)

@@ -150,6 +150,12 @@ def fatal(message: str, logger: str = "registry.start") -> None:
         print(f"error: {message}", file=sys.stderr, flush=True)
 
 
+def fail(message: str) -> NoReturn:
+    """``fatal``, then end the process with status 1."""
+    fatal(message)
+    sys.exit(1)
+
+
 def invalid_configuration(problem: str) -> NoReturn:
     """End a command whose settings are wrong, saying so in the log's own format: that of
     ``REGISTRY_LOG_FORMAT`` when it is a valid one (the wrong setting may be another), else the
@@ -158,8 +164,7 @@ def invalid_configuration(problem: str) -> NoReturn:
     if log_format not in ("json", "console"):
         log_format = "console" if sys.stderr.isatty() else "json"
     configure(log_format)
-    fatal(f"invalid configuration: {problem}")
-    sys.exit(1)
+    fail(f"invalid configuration: {problem}")
 
 
 def configure(log_format: str, level: int = logging.INFO) -> None:

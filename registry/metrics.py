@@ -159,7 +159,7 @@ def backlog_families(backlog: dict[str, Any] | None) -> list[GaugeMetricFamily]:
         "deliveries held by a paused or disabled subscription", labels=["kind"])
     pending.add_metric(["events"], backlog["events"])
     pending.add_metric(["deliveries"], backlog["deliveries"])
-    pending.add_metric(["held"], backlog.get("held", 0))
+    pending.add_metric(["held"], backlog["held"])
     oldest = GaugeMetricFamily("registry_outbox_oldest_undelivered_age_seconds",
                                "Age of the oldest event not yet relayed or delivered, held "
                                "deliveries left out (0 when none)")

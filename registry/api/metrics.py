@@ -49,7 +49,7 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 async def serve_metrics(container: Container, host: str, port: int,
-                        problem: Callable[[], str | None] = lambda: None) -> asyncio.Server:
+                        problem: Callable[[], str | None]) -> asyncio.Server:
     """``/metrics`` for a process that serves no API (``python -m registry worker``), and its
     liveness, ``/healthz`` (no token: 200, or 503 with ``problem()``): a small HTTP/1.1 server in
     the worker's event loop, one answer per connection. Answered from that loop, so a loop that

@@ -69,9 +69,11 @@ def test_a_scrape_without_the_database_says_so_and_keeps_the_counters() -> None:
 
 
 def test_a_scrape_with_the_backlog_reports_each_part() -> None:
-    text = metrics.render({"events": 2, "deliveries": 5, "oldest_age": 12.5, "failed": 1}).decode()
+    text = metrics.render({"events": 2, "deliveries": 5, "held": 3, "oldest_age": 12.5,
+                           "failed": 1}).decode()
     assert 'registry_outbox_backlog{kind="events"} 2.0' in text
     assert 'registry_outbox_backlog{kind="deliveries"} 5.0' in text
+    assert 'registry_outbox_backlog{kind="held"} 3.0' in text
     assert "registry_outbox_oldest_undelivered_age_seconds 12.5" in text
     assert "registry_outbox_failed_deliveries 1.0" in text
     assert "registry_outbox_up 1.0" in text

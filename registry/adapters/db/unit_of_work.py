@@ -308,6 +308,11 @@ def connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, OSError)  # ConnectionError and TimeoutError included
 
 
+def database_busy(exc: BaseException) -> bool:
+    """SQLite's "database is locked": another connection holds the write lock (it passes)."""
+    return isinstance(exc, OperationalError) and "locked" in str(exc)
+
+
 def translate_db_error(exc: BaseException) -> RegistryError | None:
     """A database failure as the domain error a client can act on; None if it is a bug."""
     sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
@@ -324,7 +329,7 @@ def translate_db_error(exc: BaseException) -> RegistryError | None:
         return TransientConflictError(
             "the change conflicts with the current state of the registry; retry")
     if isinstance(exc, (OperationalError, InterfaceError, OSError, ConnectionError)):
-        if isinstance(exc, OperationalError) and "locked" in str(exc):
+        if database_busy(exc):
             return UnavailableError("the database is busy; retry")
         return UnavailableError("the database is unreachable")
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
