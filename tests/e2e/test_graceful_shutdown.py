@@ -159,24 +159,24 @@ async def _burst(srv: Server, receiver: Receiver) -> Burst:
 # -- what the database and the log say afterwards -----------------------------------------------
 
 
-async def _leased(database_url: str) -> list[tuple[int, str]]:
-    d = deliveries_t
+async def _rows(database_url: str, statement: Any) -> list[Any]:
+    """The rows of one query, on a connection of its own (the server's pools are not ours)."""
     engine = create_engine(database_url, null_pool=True)
     try:
         async with engine.connect() as conn:
-            return [(r.id, r.state) for r in await conn.execute(select(d.c.id, d.c.state).where(
-                (d.c.lease_token.is_not(None)) | (d.c.lease_until.is_not(None))))]
+            return list(await conn.execute(statement))
     finally:
         await engine.dispose()
+
+
+async def _leased(database_url: str) -> list[tuple[int, str]]:
+    d = deliveries_t
+    return [(r.id, r.state) for r in await _rows(database_url, select(d.c.id, d.c.state).where(
+        (d.c.lease_token.is_not(None)) | (d.c.lease_until.is_not(None))))]
 
 
 async def _model_names(database_url: str) -> set[str]:
-    engine = create_engine(database_url, null_pool=True)
-    try:
-        async with engine.connect() as conn:
-            return {r.name for r in await conn.execute(select(models_t.c.name))}
-    finally:
-        await engine.dispose()
+    return {r.name for r in await _rows(database_url, select(models_t.c.name))}
 
 
 async def _audit_ok(database_url: str, data_dir: Path) -> bool:
@@ -301,14 +301,10 @@ class _ModelLocked:
 
 
 async def _versions_of(database_url: str, name: str) -> int:
-    engine = create_engine(database_url, null_pool=True)
-    try:
-        async with engine.connect() as conn:
-            return await conn.scalar(select(func.count()).select_from(
-                versions_t.join(models_t, versions_t.c.model_id == models_t.c.id))
-                .where(models_t.c.name == name))
-    finally:
-        await engine.dispose()
+    [(count,)] = await _rows(database_url, select(func.count()).select_from(
+        versions_t.join(models_t, versions_t.c.model_id == models_t.c.id))
+        .where(models_t.c.name == name))
+    return count
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -328,10 +324,12 @@ def test_a_request_still_running_when_the_grace_ends_gets_503_and_changes_nothin
             signalled = time.monotonic()
             srv.process.send_signal(signal.SIGTERM)
             # SQLite's busy handler does not see cancellation: free the lock after the grace
-            threading.Timer(GRACE + 1.0, lock.release).start()
+            freed = threading.Timer(GRACE + 1.0, lock.release)
+            freed.start()
             r = asked.result(timeout=GRACE + 20)
             answered = time.monotonic() - signalled
             assert srv.process.wait(timeout=2 * GRACE + 10) == 0
+            freed.join()  # before the block releases it too: one release, from one thread
         assert r.status_code == 503, r.text
         assert r.headers["content-type"] == "application/problem+json"
         assert r.json()["code"] == "unavailable" and "stopping" in r.json()["detail"]
@@ -372,12 +370,7 @@ async def _deliveries(database_url: str) -> list[tuple[str, int, int]]:
     d, a = deliveries_t, attempts_t
     rows = (select(d.c.state, d.c.attempts, func.count(a.c.id))
             .outerjoin(a, a.c.delivery_id == d.c.id).group_by(d.c.id).order_by(d.c.id))
-    engine = create_engine(database_url, null_pool=True)
-    try:
-        async with engine.connect() as conn:
-            return [tuple(r) for r in await conn.execute(rows)]
-    finally:
-        await engine.dispose()
+    return [tuple(r) for r in await _rows(database_url, rows)]
 
 
 def test_sigterm_to_a_worker_hands_its_deliveries_on(backend: str, tmp_path: Path) -> None:
