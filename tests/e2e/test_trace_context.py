@@ -46,6 +46,18 @@ def _created(received: list[Any]) -> list[Any]:
     return [r for r in received if r.event["type"] == "model_version.created"]
 
 
+def _posts(logged: Logged) -> dict[str, dict[str, Any]]:
+    """The access lines of POST requests, by request id."""
+    return {e["request_id"]: e for e in logged.entries()
+            if e["logger"] == "registry.access" and e["method"] == "POST"}
+
+
+def _delivery_traces(processes: list[Logged]) -> set[str]:
+    """The traces named by the webhook deliveries' log lines, across the processes delivering."""
+    return {e["trace_id"] for p in processes for e in p.entries()
+            if e["event"] == "delivery_attempt" and e["target"].startswith("webhook")}
+
+
 @contextmanager
 def _registry(backend: str, folder: Path, **extra: str) -> Iterator[tuple[Any, Logged, list[Logged]]]:
     """serve, and on PostgreSQL a separate worker process doing the deliveries."""
@@ -88,14 +100,17 @@ def test_the_callers_trace_reaches_logs_webhooks_and_lineage(backend: str, tmp_p
         lineage_file = tmp_path / "lineage.jsonl"
         poll(lambda: lineage_file.exists() and len(lineage_file.read_text().splitlines()) >= 2, 20,
              "two lineage events")
-        access = {e["request_id"]: e for e in logged.entries()
-                  if e["logger"] == "registry.access" and e["method"] == "POST"}
-        deliveries = [e for w in [logged, *workers] for e in w.entries() if e["event"] == "delivery_attempt"]
+        # a process logs a request or a delivery after the peer has its answer: wait for the lines
+        access = poll(lambda: _posts(logged) if {"traced-request", "untraced-request"} <= _posts(logged).keys()
+                      else None, 20, "the two requests' access lines")
+        new_trace = access["untraced-request"]["trace_id"]
+        # the delivery's own log lines carry the trace too, wherever the worker runs
+        poll(lambda: _delivery_traces([logged, *workers]) >= {TRACE, new_trace}, 20,
+             lambda: f"delivery lines name the traces {_delivery_traces([logged, *workers])}")
 
     # the request's log lines: the caller's trace, a span of ours
     assert access["traced-request"]["trace_id"] == TRACE
     assert access["traced-request"]["span_id"] not in (PARENT, None)
-    new_trace = access["untraced-request"]["trace_id"]
     assert new_trace not in (TRACE, "0" * 32) and len(new_trace) == 32
 
     # each webhook: the trace of the request that wrote its event, a span of its own; the body
@@ -106,8 +121,6 @@ def test_the_callers_trace_reaches_logs_webhooks_and_lineage(backend: str, tmp_p
     for r in received:
         assert r.verified and r.event == feed[r.event["id"]] and "traceparent" not in r.event
         assert _trace_of(r.headers.get("traceparent"))[1] not in (PARENT, access["traced-request"]["span_id"])
-    # the delivery's own log lines carry the trace too, wherever the worker runs
-    assert {d["trace_id"] for d in deliveries if d["target"].startswith("webhook")} >= {TRACE, new_trace}
 
     # the lineage events name the request's span, and stay valid OpenLineage
     runs = [json.loads(line) for line in lineage_file.read_text().splitlines()]
