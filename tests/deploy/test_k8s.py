@@ -6,7 +6,9 @@ and disruption budget aimed at the API, and a connection budget PostgreSQL can h
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -34,8 +36,24 @@ CRD_GROUPS = ("monitoring.coreos.com/",)  # not in the core schemas: checked str
 RESERVED_CONNECTIONS = 3  # PostgreSQL's superuser_reserved_connections
 
 
-@pytest.fixture(scope="module", params=sorted(TREES))
-def rendered(request: pytest.FixtureRequest) -> list[dict]:
+ANNOTATIONS = K8S / "components" / "prometheus-annotations"
+PROMETHEUS_ANNOTATIONS = ("prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path")
+
+
+def _base_with_annotations(folder: Path) -> list[dict]:
+    """What an installation without the Prometheus Operator renders: the base with the
+    annotations component (kustomize wants the paths relative)."""
+    (folder / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{os.path.relpath(K8S / 'base', folder)}]\n"
+        f"components: [{os.path.relpath(ANNOTATIONS, folder)}]\n")
+    return kustomize(folder)
+
+
+@pytest.fixture(scope="module", params=[*sorted(TREES), "annotated"])
+def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    if request.param == "annotated":
+        return _base_with_annotations(tmp_path_factory.mktemp("annotated"))
     return kustomize(TREES[request.param])
 
 
@@ -178,9 +196,27 @@ def test_services_reach_the_named_ports(rendered: list[dict]) -> None:
         container_ports = {p["name"] for p in container(pod)["ports"]}
         ports = {p["name"]: p for p in service["spec"]["ports"]}
         assert port in ports and ports[port]["targetPort"] in container_ports
+
+
+def test_annotation_discovery_is_opt_in_and_aims_at_the_metrics_ports(
+        tmp_path: Path, example: list[dict]) -> None:
+    """Annotations make an annotation-based Prometheus scrape every pod: beside a ServiceMonitor
+    that is each pod twice, the second time without the token (401, a target down). The base
+    and the example (which has the ServiceMonitor) carry none; the component adds them, aimed
+    at the Services' `metrics` ports."""
+    for tree in (kustomize(TREES["base"]), example):
+        for service in (o for o in tree if o["kind"] == "Service"):
+            notes = service["metadata"].get("annotations", {})
+            assert not notes.keys() & set(PROMETHEUS_ANNOTATIONS), service["metadata"]
+    annotated = _base_with_annotations(tmp_path)
+    assert not [o for o in annotated if o["kind"] == "ServiceMonitor"]
+    scraped = {}
+    for service in (o for o in annotated if o["kind"] == "Service"):
         notes = service["metadata"]["annotations"]
-        assert notes["prometheus.io/path"] == "/metrics"
-        assert int(notes["prometheus.io/port"]) == ports[port]["port"]
+        ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+        assert notes["prometheus.io/scrape"] == "true" and notes["prometheus.io/path"] == "/metrics"
+        scraped[service["metadata"]["name"]] = int(notes["prometheus.io/port"]) == ports["metrics"]
+    assert scraped == {"registry-api": True, "registry-worker-metrics": True}
 
 
 def test_the_service_monitor_scrapes_both_with_the_token(example: list[dict]) -> None:
