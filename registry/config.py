@@ -108,8 +108,8 @@ class Settings:
             raise ConfigError(
                 "REGISTRY_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
             )
-        log_format = env.get("REGISTRY_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
-        if log_format not in ("json", "console"):
+        log_format = log_format_of(env)
+        if log_format is None:
             raise ConfigError("REGISTRY_LOG_FORMAT must be json or console")
         timeout = _number(env, "REGISTRY_WEBHOOK_TIMEOUT", 15.0, low=0.1)
         lease = _number(env, "REGISTRY_WEBHOOK_LEASE", 60.0, low=1.0)
@@ -175,6 +175,17 @@ class Settings:
 
     def ensure_data_dir(self) -> None:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # secrets and the database
+
+
+def default_log_format() -> str:
+    """Console on a terminal, JSON otherwise (a log shipper reads it)."""
+    return "console" if sys.stderr.isatty() else "json"
+
+
+def log_format_of(env: Mapping[str, str]) -> str | None:
+    """``REGISTRY_LOG_FORMAT``, or the default when it is unset; None when it names no format."""
+    log_format = env.get("REGISTRY_LOG_FORMAT") or default_log_format()
+    return log_format if log_format in ("json", "console") else None
 
 
 def _db_timeouts(env: Mapping[str, str]) -> DatabaseTimeouts:

@@ -160,10 +160,9 @@ def invalid_configuration(problem: str) -> NoReturn:
     """End a command whose settings are wrong, saying so in the log's own format: that of
     ``REGISTRY_LOG_FORMAT`` when it is a valid one (the wrong setting may be another), else the
     default (JSON unless stderr is a terminal)."""
-    log_format = os.environ.get("REGISTRY_LOG_FORMAT")
-    if log_format not in ("json", "console"):
-        log_format = "console" if sys.stderr.isatty() else "json"
-    configure(log_format)
+    from registry.config import default_log_format, log_format_of
+
+    configure(log_format_of(os.environ) or default_log_format())
     fail(f"invalid configuration: {problem}")
 
 

@@ -62,12 +62,11 @@ class Workers:
         if self.settings.is_sqlite:
             self._lock = self.c.worker_lock()
         self.c.uow.on_events = self.wake
-        self._dispatcher = asyncio.create_task(self._loop("dispatch", self._dispatch), name="dispatch")
-        self._tasks = [asyncio.create_task(self._loop("relay", self._relay), name="relay"),
-                       self._dispatcher,
-                       asyncio.create_task(self._loop("prune", self._prune), name="prune")]
+        self._dispatcher = self._spawn("dispatch", self._dispatch)
+        self._tasks = [self._spawn("relay", self._relay), self._dispatcher,
+                       self._spawn("prune", self._prune)]
         if not self.settings.is_sqlite:
-            self._tasks.append(asyncio.create_task(self._loop("listen", self._listen), name="listen"))
+            self._tasks.append(self._spawn("listen", self._listen))
         log.info("workers_started", worker=self.name, sinks=list(self.c.outbox.sinks))
 
     def problem(self) -> str | None:
@@ -129,6 +128,10 @@ class Workers:
             await asyncio.gather(*self._tasks)
         finally:
             await self.stop()
+
+    def _spawn(self, name: str, body: Any) -> asyncio.Task[None]:
+        """One of the loops, as a task under its name (what ``problem`` reports)."""
+        return asyncio.create_task(self._loop(name, body), name=name)
 
     async def _loop(self, name: str, body: Any) -> None:
         """Run ``body`` for ever; an error is logged and retried with a growing pause."""
